@@ -1,0 +1,14 @@
+"""chargen: character-level text generation with recurrent networks on PyTorch."""
+
+__version__ = "0.1.0"
+
+from .corpus import Corpus, Vocabulary, read_text  # noqa: E402
+from .errors import ChargenError, OptionError  # noqa: E402
+from .model import LanguageModel, ModelConfig  # noqa: E402
+from .sample import Sampler, load  # noqa: E402
+from .train import TrainConfig, Trainer, TrainResult, evaluate, train  # noqa: E402
+
+__all__ = [
+    "ChargenError", "OptionError", "Corpus", "Vocabulary", "read_text", "LanguageModel", "ModelConfig",
+    "Sampler", "load", "TrainConfig", "Trainer", "TrainResult", "evaluate", "train",
+]

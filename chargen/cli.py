@@ -1,0 +1,117 @@
+"""The command line: each command parses its options and calls the library function of the same name."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import ChargenError, OptionError
+from .model import CELLS, INPUTS, NONLINEARITIES, ModelConfig
+from .train import PRECISIONS, TrainConfig
+
+
+class Group(click.Group):
+    """Library errors become click's one-line errors: bad option values exit 2, anything else 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OptionError as e:
+            raise click.UsageError(str(e)) from None
+        except ChargenError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="chargen")
+def cli() -> None:
+    """Character-level text generation with recurrent networks.
+
+    \b
+      chargen train war_and_peace.txt --max-time 600
+      chargen sample --prompt "Napoleon was"
+    """
+
+
+@cli.command()
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Checkpoint folder  [default: checkpoints/<corpus stem>]")
+@click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
+@click.option("--keep-newlines", is_flag=True, help="Keep \\r\\n and \\r line endings as they are.")
+@click.option("--val-fraction", type=float, default=0.05, show_default=True, help="Last part of the text held out for validation.")
+@click.option("--cell", type=click.Choice(list(CELLS)), default=ModelConfig.cell, show_default=True)
+@click.option("--nonlinearity", type=click.Choice(NONLINEARITIES), default=ModelConfig.nonlinearity, show_default=True, help="For --cell rnn.")
+@click.option("--layers", type=int, default=ModelConfig.layers, show_default=True)
+@click.option("--hidden", type=int, default=ModelConfig.hidden, show_default=True, help="Units per recurrent layer.")
+@click.option("--input", type=click.Choice(INPUTS), default=ModelConfig.input, show_default=True, help="Learned embeddings or one-hot vectors.")
+@click.option("--embedding-dim", type=int, default=ModelConfig.embedding_dim, show_default=True)
+@click.option("--dropout", type=float, default=ModelConfig.dropout, show_default=True, help="Between layers and before the output layer.")
+@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, help="Adam learning rate.")
+@click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True, help="AdamW weight decay.")
+@click.option("--clip", type=float, default=TrainConfig.clip, show_default=True, help="Global gradient-norm clip; 0 turns it off.")
+@click.option("--seq-len", type=int, default=TrainConfig.seq_len, show_default=True, help="Characters per BPTT window.")
+@click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True, help="Number of contiguous lanes.")
+@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
+@click.option("--max-steps", type=int, help="Stop after this many steps.")
+@click.option("--max-epochs", type=int, default=TrainConfig.max_epochs, show_default=True, help="Stop after this many passes.")
+@click.option("--max-time", type=float, help="Stop after this many seconds.")
+@click.option("--eval-every", type=int, default=TrainConfig.eval_every, show_default=True, help="Steps between validations.")
+@click.option("--patience", type=int, default=TrainConfig.patience, show_default=True, help="Stop when validation has not improved for this many evaluations; 0 never stops.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=TrainConfig.precision, show_default=True, help="auto: bf16 where the CPU has it natively.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def train(corpus: Path, **options) -> None:
+    """Train a model on the text file CORPUS.
+
+    \b
+      chargen train war_and_peace.txt --max-time 600
+      chargen train poems.txt --cell gru --layers 3 --hidden 256 --out checkpoints/poems-gru
+    """
+    from .train import train as run_training
+
+    result = run_training(corpus, **options)
+    click.echo(
+        f"{result.stopped_because}: {result.steps:,} steps, {result.chars:,} characters in {result.elapsed_s:.0f} s; "
+        f"validation {result.last_val_bpc:.4f} bpc (best {result.best_val_bpc:.4f}).\n"
+        f"Checkpoint: {result.folder}\nNext: chargen sample --checkpoint {result.folder} --prompt \"...\"",
+        err=True,
+    )
+
+
+@cli.command()
+@click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint folder  [default: newest under ./checkpoints/]")
+@click.option("--prompt", "-p", default="", help="Text that starts the sample and warms up the model.")
+@click.option("--length", "-n", type=int, default=500, show_default=True, help="Characters to generate after the prompt.")
+@click.option("--temperature", "-t", type=float, default=1.0, show_default=True, help="0 is greedy; lower is safer, higher wilder.")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Draw only from the K likeliest characters; 0 is off.")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Draw only from the smallest set holding this probability.")
+@click.option("--seed", type=int, help="The same seed gives the same text.")
+@click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, generated as one batch.")
+def sample(checkpoint: Path | None, prompt: str, length: int, temperature: float, top_k: int, top_p: float, seed: int | None, num_samples: int) -> None:
+    """Generate text from a trained model; text goes to stdout, messages to stderr.
+
+    \b
+      chargen sample --prompt "Napoleon was" --length 300 --temperature 0.8
+      chargen sample -c checkpoints/tinyshakespeare --num-samples 4 --seed 1
+    """
+    from . import checkpoint as checkpoints
+    from .sample import load
+
+    if checkpoint is None:
+        checkpoint = checkpoints.latest()
+        click.echo(f"using {checkpoint}", err=True)
+    sampler = load(checkpoint)
+    if num_samples == 1:
+        for piece in sampler.stream(prompt, length, temperature, top_k, top_p, seed):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        texts = sampler.generate(prompt, length, temperature, top_k, top_p, seed, num_samples)
+        sys.stdout.write("\n\n".join(texts) + "\n")
+
+
+def main() -> None:
+    cli(prog_name="chargen")

@@ -1,0 +1,154 @@
+"""Reading a text, encoding its characters, and cutting it into lanes for truncated BPTT."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ChargenError
+
+BOM = "\ufeff"
+
+
+def read_text(path: str | Path, encoding: str = "utf-8", keep_newlines: bool = False) -> str:
+    """Read a whole text file; decoding and line-ending problems become one-line ChargenErrors."""
+    path = Path(path)
+    if not path.exists():
+        raise ChargenError(f"{path}: no such file")
+    if path.is_dir():
+        raise ChargenError(f"{path} is a directory, not a text file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ChargenError(f"{path}: cannot read it ({e.strerror})") from None
+    if not raw:
+        raise ChargenError(f"{path} is empty")
+    try:
+        text = raw.decode(encoding)
+    except LookupError:
+        raise ChargenError(f"unknown text encoding {encoding!r}") from None
+    except UnicodeDecodeError as e:
+        hint = "" if encoding.lower().replace("_", "-") != "utf-8" else "; if it is text, name its encoding with --encoding"
+        raise ChargenError(
+            f"{path} is not valid {encoding} text: byte 0x{raw[e.start]:02x} at offset {e.start}{hint}"
+        ) from None
+    if text.startswith(BOM):
+        text = text[1:]
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise ChargenError(f"{path} looks binary, not text: NUL character at position {nul}")
+    if not keep_newlines:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text:
+        raise ChargenError(f"{path} holds no text")
+    return text
+
+
+def _codepoints(text: str) -> np.ndarray:
+    """The text as an array of Unicode code points, without a Python loop per character."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+class Vocabulary:
+    """The characters a model knows, in a fixed order: id i stands for chars[i]."""
+
+    def __init__(self, chars: Sequence[str]):
+        if not chars or len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+            raise ChargenError("a vocabulary must be a non-empty list of distinct single characters")
+        self.chars = list(chars)
+        codes = _codepoints("".join(self.chars)).astype(np.int64)
+        self._lookup = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+        self._lookup[codes] = np.arange(len(codes))
+        self._chars_array = np.array(self.chars)
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocabulary:
+        """Every character that occurs in the text, sorted by code point."""
+        present = np.flatnonzero(np.bincount(_codepoints(text)))
+        return cls([chr(c) for c in present])
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self.chars == other.chars
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The smallest integer type that holds every id."""
+        if len(self) <= 1 << 8:
+            return np.dtype(np.uint8)
+        if len(self) <= 1 << 16:
+            return np.dtype(np.uint16)
+        return np.dtype(np.int32)
+
+    def unknown(self, text: str) -> list[str]:
+        """The distinct characters of text that are not in the vocabulary, in order of appearance."""
+        codes = _codepoints(text)
+        outside = codes >= len(self._lookup)
+        missing = outside.copy()
+        missing[~outside] = self._lookup[codes[~outside]] < 0
+        return list(dict.fromkeys(chr(c) for c in codes[missing]))
+
+    def encode(self, text: str, what: str = "text") -> np.ndarray:
+        """The text as a compact array of ids; unknown characters raise a ChargenError naming them."""
+        unknown = self.unknown(text)
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise ChargenError(f"the {what} has characters the model never saw: {shown}{more}")
+        return self._lookup[_codepoints(text)].astype(self.dtype)
+
+    def decode(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.cpu().numpy()
+        return "".join(self._chars_array[np.asarray(ids, dtype=np.int64)])
+
+
+@dataclass
+class Corpus:
+    """An encoded text with its vocabulary, split into a training head and a validation tail."""
+
+    vocab: Vocabulary
+    train: np.ndarray
+    val: np.ndarray
+
+    @classmethod
+    def from_text(cls, text: str, val_fraction: float = 0.05) -> Corpus:
+        """The vocabulary comes from the whole text, so characters seen only in validation are known."""
+        if not 0 < val_fraction < 1:
+            raise ChargenError(f"val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
+        vocab = Vocabulary.from_text(text)
+        data = vocab.encode(text)
+        n_val = int(round(len(data) * val_fraction))
+        if n_val < 2 or len(data) - n_val < 2:
+            raise ChargenError(
+                f"the text has {len(data)} characters: too short to split into training and validation"
+            )
+        return cls(vocab, data[:-n_val], data[-n_val:])
+
+    @classmethod
+    def from_file(
+        cls, path: str | Path, val_fraction: float = 0.05, encoding: str = "utf-8", keep_newlines: bool = False
+    ) -> Corpus:
+        return cls.from_text(read_text(path, encoding, keep_newlines), val_fraction)
+
+
+def lanes(data: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut a stream into batch_size contiguous lanes; the targets are the inputs shifted by one."""
+    lane_len = (len(data) - 1) // batch_size
+    if lane_len < 1:
+        raise ChargenError(f"{len(data)} characters cannot fill {batch_size} lanes")
+    stream = torch.from_numpy(data)
+    inputs = stream[: batch_size * lane_len].view(batch_size, lane_len)
+    targets = stream[1 : batch_size * lane_len + 1].view(batch_size, lane_len)
+    return inputs, targets
+
+
+def windows(inputs: torch.Tensor, targets: torch.Tensor, seq_len: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive seq_len-wide windows of every lane, as int64 batches; the last may be narrower."""
+    for i in range(start, inputs.size(1), seq_len):
+        yield inputs[:, i : i + seq_len].long(), targets[:, i : i + seq_len].long()

@@ -1,0 +1,95 @@
+"""The language model: characters in, a distribution over the next character out."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import ChargenError
+
+# An LSTM's state is a pair (h, c); a GRU's or an RNN's is a single tensor.
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+INPUTS = ("embedding", "onehot")
+NONLINEARITIES = ("tanh", "relu")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 512
+    input: str = "embedding"
+    embedding_dim: int = 128
+    dropout: float = 0.0
+    nonlinearity: str = "tanh"
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ChargenError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        if self.input not in INPUTS:
+            raise ChargenError(f"input must be one of {', '.join(INPUTS)}, not {self.input!r}")
+        if self.nonlinearity not in NONLINEARITIES:
+            raise ChargenError(f"nonlinearity must be tanh or relu, not {self.nonlinearity!r}")
+        if self.nonlinearity != "tanh" and self.cell != "rnn":
+            raise ChargenError("nonlinearity applies only to --cell rnn")
+        for name in ("vocab_size", "layers", "hidden", "embedding_dim"):
+            if getattr(self, name) < 1:
+                raise ChargenError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ChargenError(f"dropout must be in [0, 1), not {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LanguageModel(nn.Module):
+    """Embedding (or one-hot) -> stacked fused RNN/GRU/LSTM -> dropout -> linear head."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        if config.input == "embedding":
+            self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim)
+            rnn_input = config.embedding_dim
+        else:
+            self.embedding = None
+            rnn_input = config.vocab_size
+        extra = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
+        self.rnn = CELLS[config.cell](
+            rnn_input,
+            config.hidden,
+            config.layers,
+            batch_first=True,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            **extra,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+
+    def encode_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids (batch, time) to the vectors the recurrent layers read."""
+        if self.embedding is None:
+            return F.one_hot(tokens, self.config.vocab_size).to(self.head.weight.dtype)
+        return self.embedding(tokens)
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Logits (batch, time, vocab) for every position, and the state after the last one."""
+        output, state = self.rnn(self.encode_inputs(tokens), state)
+        return self.head(self.drop(output)), state
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def detach_state(state: State | None) -> State | None:
+    """Keep the values of the hidden state but cut its history: truncated backpropagation through time."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()

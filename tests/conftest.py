@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import pytest
+
+import chargen
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+
+TINY_TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
+
+# Small enough to train in a second or two on a CPU.
+TINY_OPTIONS = dict(layers=1, hidden=48, embedding_dim=16, batch_size=4, seq_len=16, precision="fp32", lr=1e-2)
+
+
+def shared_corpus(name: str) -> Path:
+    path = SHARED / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not here")
+    return path
+
+
+@pytest.fixture
+def tiny_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """A tiny checkpoint trained once for the whole session."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    corpus = folder / "tiny.txt"
+    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    chargen.train(corpus, folder / "model", max_steps=60, eval_every=20, quiet=True, **TINY_OPTIONS)
+    return folder / "model"

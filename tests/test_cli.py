@@ -1,0 +1,95 @@
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from chargen.cli import cli
+
+TINY = ["--layers", "1", "--hidden", "32", "--embedding-dim", "8", "--batch-size", "4", "--seq-len", "16", "--precision", "fp32"]
+
+
+def run(*args, cwd=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_train_then_sample_end_to_end(tmp_path, tiny_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("train", tiny_file, *TINY, "--max-steps", 30, "--eval-every", 10, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "checkpoints" / "tiny" / "model.safetensors").is_file()
+    result = run("sample", "--prompt", "the ", "--length", 40, "--seed", 5)
+    assert result.exit_code == 0, result.output
+    assert "using checkpoints/tiny" in result.stderr
+    assert result.stdout.startswith("the ") and len(result.stdout) == 4 + 40 + 1
+    again = run("sample", "-c", "checkpoints/tiny", "--prompt", "the ", "--length", 40, "--seed", 5)
+    assert again.stdout == result.stdout
+    three = run("sample", "-c", "checkpoints/tiny", "--prompt", "the ", "-n", 10, "--num-samples", 3)
+    assert three.stdout.count("the ") >= 3
+
+
+def test_python_dash_m(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "chargen", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout and "sample" in out.stdout
+
+
+def bad(result, code, message):
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seq-len", "0"], "seq-len must be at least 1"),
+        (["--batch-size", "-3"], "batch-size must be at least 1"),
+        (["--lr", "nan"], "lr must be a positive number"),
+        (["--val-fraction", "1.5"], "val-fraction"),
+        (["--dropout", "1"], "dropout"),
+    ],
+)
+def test_train_options_out_of_range(tmp_path, tiny_file, args, message):
+    bad(run("train", tiny_file, "--out", tmp_path / "o", *args), 2, message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_bad_files(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "short.txt").write_text("hello\n")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    bad(run("train", tmp_path / "missing.txt"), 1, "no such file")
+    bad(run("train", tmp_path), 1, "is a directory")
+    bad(run("train", tmp_path / "empty.txt"), 1, "is empty")
+    bad(run("train", tmp_path / "short.txt"), 1, "too short")
+    bad(run("train", tmp_path / "image.png"), 1, "not valid utf-8 text: byte 0x89 at offset 0")
+
+
+def test_train_keeps_an_existing_checkpoint(trained):
+    before = {p.name: p.read_bytes() for p in trained.iterdir()}
+    corpus = trained.parent / "tiny.txt"
+    bad(run("train", corpus, "--out", trained, *TINY, "--max-steps", 2), 1, "already holds a checkpoint")
+    assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "-1"], "temperature must be zero"),
+        (["--top-p", "2"], "top-p must be in (0, 1]"),
+        (["--top-k", "-2"], "top-k must be zero"),
+        (["--length", "-5"], "length must be zero or positive"),
+    ],
+)
+def test_sample_options_out_of_range(trained, args, message):
+    result = run("sample", "-c", trained, "--prompt", "the", *args)
+    bad(result, 2, message)
+    assert result.stdout == ""  # nothing is printed before the options are checked
+
+
+def test_sample_bad_checkpoints(tmp_path, trained, monkeypatch):
+    bad(run("sample", "-c", tmp_path / "nowhere"), 1, "no such checkpoint folder")
+    bad(run("sample", "-c", tmp_path), 1, "holds no checkpoint")
+    bad(run("sample", "-c", trained, "--prompt", "Zebra"), 1, "never saw: 'Z'")
+    monkeypatch.chdir(tmp_path)
+    bad(run("sample"), 1, "no checkpoint under checkpoints/")

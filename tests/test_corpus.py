@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import torch
+
+from chargen import ChargenError, Corpus, Vocabulary, read_text
+from chargen.corpus import lanes, windows
+
+from .conftest import shared_corpus
+
+
+def write(tmp_path, data: bytes):
+    path = tmp_path / "c.txt"
+    path.write_bytes(data)
+    return path
+
+
+def test_bom_dropped_and_line_endings_normalised(tmp_path):
+    path = write(tmp_path, "\ufeffone\r\ntwo\rthree\n".encode())
+    assert read_text(path) == "one\ntwo\nthree\n"
+    assert read_text(path, keep_newlines=True) == "one\r\ntwo\rthree\n"
+
+
+def test_other_encoding(tmp_path):
+    path = write(tmp_path, "café".encode("latin-1"))
+    assert read_text(path, encoding="latin-1") == "café"
+    with pytest.raises(ChargenError, match=r"byte 0xe9 at offset 3"):
+        read_text(path)
+
+
+def test_invalid_utf8_names_offset(tmp_path):
+    path = write(tmp_path, b"hello \xff world")
+    with pytest.raises(ChargenError, match=r"not valid utf-8 text: byte 0xff at offset 6"):
+        read_text(path)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.txt", "no such file"),
+        (lambda p: p, "is a directory"),
+        (lambda p: write(p, b""), "is empty"),
+        (lambda p: write(p, b"abc\x00\x00def"), "looks binary"),
+    ],
+)
+def test_bad_files(tmp_path, make, message):
+    with pytest.raises(ChargenError, match=message):
+        read_text(make(tmp_path))
+
+
+def test_unknown_encoding(tmp_path):
+    with pytest.raises(ChargenError, match="unknown text encoding"):
+        read_text(write(tmp_path, b"abc"), encoding="no-such-codec")
+
+
+def test_vocabulary_from_whole_text_and_compact_dtype():
+    text = "aaaaaaaaab" * 10 + "z"  # 'z' only in the validation tail
+    corpus = Corpus.from_text(text, val_fraction=0.05)
+    assert "z" in corpus.vocab.chars
+    assert corpus.train.dtype == np.uint8
+    assert corpus.vocab.decode(np.concatenate([corpus.train, corpus.val])) == text
+    assert len(corpus.val) == round(len(text) * 0.05)
+
+
+def test_large_vocabulary_uses_wider_ids():
+    text = "".join(chr(0x4E00 + i) for i in range(300)) * 2
+    corpus = Corpus.from_text(text)
+    assert corpus.train.dtype == np.uint16
+    assert corpus.vocab.decode(np.concatenate([corpus.train, corpus.val])) == text
+
+
+def test_unknown_characters_named():
+    vocab = Vocabulary(list("abc"))
+    with pytest.raises(ChargenError, match=r"prompt has characters the model never saw: 'x', 'é'"):
+        vocab.encode("abxcéx", what="prompt")
+
+
+@pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5, float("nan")])
+def test_val_fraction_range(fraction):
+    with pytest.raises(ChargenError, match="val-fraction"):
+        Corpus.from_text("abcdefghij" * 10, val_fraction=fraction)
+
+
+def test_lanes_targets_are_inputs_shifted_by_one():
+    data = np.arange(103, dtype=np.uint8)
+    inputs, targets = lanes(data, 4)
+    assert inputs.shape == (4, 25)
+    assert torch.equal(targets, inputs + 1)
+    # each lane is a contiguous stretch of the stream, and the lanes follow one another
+    assert torch.equal(inputs.flatten(), torch.arange(100, dtype=torch.uint8))
+
+
+def test_windows_continue_each_lane():
+    data = np.arange(41, dtype=np.uint8)
+    inputs, targets = lanes(data, 2)  # lanes 0..19 and 20..39
+    steps = list(windows(inputs, targets, 8))
+    assert [x.shape[1] for x, _ in steps] == [8, 8, 4]  # the last window is narrower
+    for (x0, _), (x1, _) in zip(steps, steps[1:]):
+        assert torch.equal(x1[:, 0], x0[:, -1] + 1)  # the next window starts where the previous ended
+    assert steps[0][0].dtype == torch.long
+
+
+def test_war_and_peace_quirks():
+    path = shared_corpus("war_and_peace.txt")
+    text = read_text(path)
+    assert not text.startswith("\ufeff") and "\r" not in text
+    assert text.count("\n") > 50_000
+    corpus = Corpus.from_text(text, val_fraction=0.1)
+    once = [c for c in corpus.vocab.chars if text.count(c) == 1]
+    assert once, "War and Peace has characters that occur once"
+    assert corpus.vocab.decode(corpus.val) == text[-len(corpus.val):]
+
+
+def test_thai_multibyte_crlf():
+    path = shared_corpus("thai_100k.txt")
+    text = read_text(path)
+    assert "\r" not in text
+    assert read_text(path, keep_newlines=True).count("\r\n") == text.count("\n")
+    corpus = Corpus.from_text(text)
+    assert len(corpus.vocab) > 100
+    assert corpus.vocab.decode(np.concatenate([corpus.train, corpus.val])) == text

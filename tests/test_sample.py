@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+import chargen
+from chargen import ChargenError, OptionError
+from chargen.sample import pick
+
+
+def test_seeded_sampling_is_reproducible(trained):
+    lm = chargen.load(trained)
+    a = lm.generate("the ", length=60, seed=7)
+    b = lm.generate("the ", length=60, seed=7)
+    c = lm.generate("the ", length=60, seed=8)
+    assert a == b and a != c
+    assert a.startswith("the ") and len(a) == 4 + 60
+
+
+def test_stream_matches_generate(trained):
+    lm = chargen.load(trained)
+    assert "".join(lm.stream("the ", length=40, seed=3)) == lm.generate("the ", length=40, seed=3)
+
+
+def test_greedy_follows_the_argmax(trained):
+    lm = chargen.load(trained)
+    text = lm.generate("the quick", length=20, temperature=0)
+    assert text == lm.generate("the quick", length=20, temperature=0, seed=123)
+    # each greedy character is the model's most probable one given everything before it
+    ids = torch.from_numpy(lm.vocab.encode(text)).long()[None]
+    with torch.no_grad():
+        logits, _ = lm.model(ids)
+    expected = lm.vocab.decode(logits[0, len("the quick") - 1 : -1].argmax(-1))
+    assert text[len("the quick"):] == expected
+
+
+def test_num_samples_are_a_batch_of_independent_streams(trained):
+    lm = chargen.load(trained)
+    texts = lm.generate("the ", length=50, seed=1, num_samples=4, temperature=1.5)
+    assert len(texts) == 4 and all(t.startswith("the ") and len(t) == 54 for t in texts)
+    assert len(set(texts)) > 1
+
+
+def test_empty_prompt_and_zero_length(trained):
+    lm = chargen.load(trained)
+    assert len(lm.generate("", length=30, seed=0)) == 30
+    assert lm.generate("the", length=0) == "the"
+
+
+def test_unknown_prompt_characters_are_named(trained):
+    with pytest.raises(ChargenError, match="'Z'"):
+        chargen.load(trained).generate("Zebra", length=5)
+
+
+def test_top_k_and_top_p_filter():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    g = torch.Generator().manual_seed(0)
+    draws = lambda **kw: {int(pick(logits.expand(400, -1), 1.0, generator=g, **kw)[i]) for i in range(400)}
+    assert draws(top_k=1, top_p=1.0) == {0}
+    assert draws(top_k=2, top_p=1.0) == {0, 1}
+    assert draws(top_k=0, top_p=0.5) == {0}
+    assert draws(top_k=0, top_p=0.7) == {0, 1}
+    assert draws(top_k=0, top_p=0.9) == {0, 1, 2}
+    assert draws(top_k=0, top_p=1.0) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(temperature=-0.1), dict(temperature=float("nan")), dict(top_p=0), dict(top_p=2), dict(top_k=-1), dict(length=-1), dict(num_samples=0)],
+)
+def test_sampling_options_out_of_range(trained, options):
+    with pytest.raises(OptionError):
+        chargen.load(trained).generate("the", **options)

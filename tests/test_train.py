@@ -1,0 +1,124 @@
+import json
+import math
+
+import pytest
+import torch
+
+import chargen
+from chargen import ChargenError, Corpus, LanguageModel, ModelConfig, OptionError, TrainConfig
+from chargen.checkpoint import load as load_checkpoint
+from chargen.train import Trainer, evaluate
+from chargen.progress import TrainingDisplay
+
+from .conftest import TINY_OPTIONS, TINY_TEXT
+
+
+def test_tiny_model_overfits_short_text(tmp_path):
+    text = "abcdefghijklmnopqrstuvwxyz" * 40
+    path = tmp_path / "alphabet.txt"
+    path.write_text(text)
+    result = chargen.train(path, tmp_path / "out", max_steps=150, eval_every=50, quiet=True, **TINY_OPTIONS)
+    assert result.steps == 150
+    assert result.best_val_bpc < 0.05  # the alphabet is fully predictable once learned
+
+
+def make_trainer(tmp_path, **options) -> Trainer:
+    corpus = Corpus.from_text(TINY_TEXT)
+    config = TrainConfig(**{"batch_size": 4, "seq_len": 16, "precision": "fp32", **options})
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=len(corpus.vocab), hidden=32, layers=1))
+    return Trainer(model, corpus, config, tmp_path, {}, TrainingDisplay(quiet=True))
+
+
+def test_gradient_clipping_bounds_the_norm(tmp_path):
+    norms = []
+    for clip in (0.0, 0.01):
+        trainer = make_trainer(tmp_path, clip=clip, lr=1e-3)
+        step = trainer.optimizer.step
+
+        def record_then_step(*args, **kwargs):
+            grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+            return step(*args, **kwargs)
+
+        trainer.optimizer.step = record_then_step
+        x, y = next(iter(trainer.batches()))[2:]
+        trainer.train_step(x, y, None)
+    unclipped, clipped = norms
+    assert unclipped > 0.05  # a fresh model's gradient is far above the clip
+    assert clipped == pytest.approx(0.01, rel=1e-3)
+
+
+def test_state_is_reset_at_each_pass(tmp_path):
+    trainer = make_trainer(tmp_path)
+    starts = [(epoch, window) for epoch, window, _, _ in _take(trainer.batches(), 3 * trainer.steps_per_epoch)]
+    assert [e for e, w in starts if w == 0] == [0, 1, 2]
+
+
+def _take(iterator, n):
+    return [item for _, item in zip(range(n), iterator)]
+
+
+def test_checkpoint_round_trip_gives_identical_logits(trained):
+    ckpt = load_checkpoint(trained)
+    again = load_checkpoint(trained)
+    tokens = torch.from_numpy(ckpt.vocab.encode("the lazy dog")).long()[None]
+    with torch.no_grad():
+        torch.testing.assert_close(ckpt.model(tokens)[0], again.model(tokens)[0], rtol=0, atol=0)
+    assert ckpt.vocab.chars == sorted(set(TINY_TEXT))
+
+
+def test_saved_model_is_the_best_by_validation(trained):
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [20, 40, 60]
+    for r in records:
+        assert {"step", "chars", "elapsed_s", "train_bpc", "val_bpc"} <= r.keys()
+        assert r["chars"] == r["step"] * 4 * 16
+    config = json.loads((trained / "config.json").read_text())
+    best = min(r["val_bpc"] for r in records)
+    assert config["progress"]["best_val_bpc"] == best
+    ckpt = load_checkpoint(trained)
+    corpus = Corpus.from_text(TINY_TEXT)
+    assert evaluate(ckpt.model, corpus.val, 4, 16) == pytest.approx(best, abs=1e-4)
+
+
+def test_stops_at_max_epochs(tmp_path, tiny_file):
+    result = chargen.train(tiny_file, tmp_path / "out", max_epochs=2, eval_every=1000, quiet=True, **TINY_OPTIONS)
+    lane = (len(Corpus.from_text(TINY_TEXT).train) - 1) // 4
+    assert result.steps == 2 * math.ceil(lane / 16)
+    assert "max-epochs" in result.stopped_because
+
+
+def test_early_stopping_by_patience(tmp_path, tiny_file):
+    # a learning rate below float32 resolution leaves the weights, and so validation, unchanged
+    result = chargen.train(tiny_file, tmp_path / "out", eval_every=1, patience=2, quiet=True, **{**TINY_OPTIONS, "lr": 1e-30})
+    assert "patience" in result.stopped_because
+    assert result.steps == 3
+
+
+def test_refuses_to_overwrite_a_checkpoint(tmp_path, tiny_file):
+    out = tmp_path / "out"
+    chargen.train(tiny_file, out, max_steps=5, eval_every=5, quiet=True, **TINY_OPTIONS)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ChargenError, match="already holds a checkpoint"):
+        chargen.train(tiny_file, out, max_steps=5, quiet=True, **TINY_OPTIONS)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    chargen.train(tiny_file, out, max_steps=10, eval_every=5, overwrite=True, quiet=True, **TINY_OPTIONS)
+    assert json.loads((out / "config.json").read_text())["progress"]["step"] == 10
+
+
+def test_corpus_shorter_than_one_window(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("just a few words here\n" * 3)
+    with pytest.raises(ChargenError, match="fewer than one batch window"):
+        chargen.train(path, tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(seq_len=0), dict(batch_size=-1), dict(lr=0), dict(lr=float("nan")), dict(clip=-1), dict(max_time=0), dict(precision="fp8")],
+)
+def test_options_out_of_range(options):
+    with pytest.raises(OptionError):
+        TrainConfig(**options)
