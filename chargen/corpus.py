@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ChargenError
+from .errors import ChargenError, OptionError
 
 BOM = "\ufeff"
 
@@ -120,7 +120,7 @@ class Corpus:
     def from_text(cls, text: str, val_fraction: float = 0.05) -> Corpus:
         """The vocabulary comes from the whole text, so characters seen only in validation are known."""
         if not 0 < val_fraction < 1:
-            raise ChargenError(f"val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
+            raise OptionError(f"val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
         vocab = Vocabulary.from_text(text)
         data = vocab.encode(text)
         n_val = int(round(len(data) * val_fraction))

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ChargenError
+from .errors import ChargenError, OptionError
 
 # An LSTM's state is a pair (h, c); a GRU's or an RNN's is a single tensor.
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -30,18 +30,18 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
-            raise ChargenError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+            raise OptionError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         if self.input not in INPUTS:
-            raise ChargenError(f"input must be one of {', '.join(INPUTS)}, not {self.input!r}")
+            raise OptionError(f"input must be one of {', '.join(INPUTS)}, not {self.input!r}")
         if self.nonlinearity not in NONLINEARITIES:
-            raise ChargenError(f"nonlinearity must be tanh or relu, not {self.nonlinearity!r}")
+            raise OptionError(f"nonlinearity must be tanh or relu, not {self.nonlinearity!r}")
         if self.nonlinearity != "tanh" and self.cell != "rnn":
-            raise ChargenError("nonlinearity applies only to --cell rnn")
+            raise OptionError("nonlinearity applies only to --cell rnn")
         for name in ("vocab_size", "layers", "hidden", "embedding_dim"):
             if getattr(self, name) < 1:
-                raise ChargenError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+                raise OptionError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
-            raise ChargenError(f"dropout must be in [0, 1), not {self.dropout}")
+            raise OptionError(f"dropout must be in [0, 1), not {self.dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)

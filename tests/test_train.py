@@ -73,7 +73,8 @@ def test_saved_model_is_the_best_by_validation(trained):
     assert [r["step"] for r in records] == [20, 40, 60]
     for r in records:
         assert {"step", "chars", "elapsed_s", "train_bpc", "val_bpc"} <= r.keys()
-        assert r["chars"] == r["step"] * 4 * 16
+    # An epoch is 26 full windows of 4 x 16 and a last one of 4 x 11 (427 characters per lane).
+    assert [r["chars"] for r in records] == [20 * 64, 26 * 64 + 44 + 13 * 64, 2 * (26 * 64 + 44) + 6 * 64]
     config = json.loads((trained / "config.json").read_text())
     best = min(r["val_bpc"] for r in records)
     assert config["progress"]["best_val_bpc"] == best
