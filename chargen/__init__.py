@@ -4,11 +4,14 @@ __version__ = "0.1.0"
 
 from .corpus import Corpus, Vocabulary, read_text  # noqa: E402
 from .errors import ChargenError, OptionError  # noqa: E402
+from .evaluation import Report, evaluate  # noqa: E402
 from .model import LanguageModel, ModelConfig  # noqa: E402
+from .predict import WordPrediction  # noqa: E402
 from .sample import Sampler, load  # noqa: E402
-from .train import TrainConfig, Trainer, TrainResult, evaluate, train  # noqa: E402
+from .tokenizer import TokenVocabulary  # noqa: E402
+from .train import TrainConfig, Trainer, TrainResult, train  # noqa: E402
 
 __all__ = [
-    "ChargenError", "OptionError", "Corpus", "Vocabulary", "read_text", "LanguageModel", "ModelConfig",
-    "Sampler", "load", "TrainConfig", "Trainer", "TrainResult", "evaluate", "train",
+    "ChargenError", "OptionError", "Corpus", "Vocabulary", "TokenVocabulary", "read_text", "LanguageModel", "ModelConfig",
+    "Sampler", "load", "WordPrediction", "Report", "evaluate", "TrainConfig", "Trainer", "TrainResult", "train",
 ]

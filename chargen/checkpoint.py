@@ -18,7 +18,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .corpus import Vocabulary
-from .errors import ChargenError
+from .tokenizer import TokenVocabulary
+from .errors import ChargenError, OptionError
 from .model import LanguageModel, ModelConfig
 
 FORMAT_VERSION = 1
@@ -26,6 +27,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"  # the best weights by validation: what sampling uses
 LAST_WEIGHTS = "last.safetensors"  # the weights at the last save: what resuming uses
 OPTIMIZER = "optimizer.pt"
+TOKENIZER = "tokenizer.json"  # word and BPE vocabularies; a character vocabulary lives in config.json
 METRICS = "metrics.jsonl"
 DEFAULT_ROOT = Path("checkpoints")
 UMASK = os.umask(0)
@@ -52,8 +54,8 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def weights_bytes(model: torch.nn.Module) -> bytes:
-    """The model's parameters as safetensors, always in float32 and contiguous."""
-    tensors = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    """The model's parameters as safetensors, in float32; tied weights are stored once per name."""
+    tensors = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
     return save_safetensors(tensors)
 
 
@@ -61,6 +63,26 @@ def optimizer_bytes(optimizer: torch.optim.Optimizer) -> bytes:
     buffer = io.BytesIO()
     torch.save(optimizer.state_dict(), buffer)
     return buffer.getvalue()
+
+
+def write_vocabulary(folder: Path, vocab: Vocabulary | TokenVocabulary) -> dict:
+    """Save the vocabulary and return the entry config.json gives it."""
+    if isinstance(vocab, Vocabulary):
+        return {"type": "char", "chars": vocab.chars}
+    write_atomically(folder / TOKENIZER, vocab.to_json().encode())
+    return {"type": vocab.kind, "file": TOKENIZER}
+
+
+def read_vocabulary(folder: Path, entry: dict) -> Vocabulary | TokenVocabulary:
+    if entry["type"] == "char":
+        return Vocabulary(entry["chars"])
+    path = folder / entry["file"]
+    try:
+        return TokenVocabulary.from_json(entry["type"], path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ChargenError(f"{path} is missing") from None
+    except Exception as e:  # tokenizers reports a malformed file as a plain Exception
+        raise ChargenError(f"{path} is not a readable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
 def append_metrics(folder: Path, record: dict) -> None:
@@ -88,7 +110,7 @@ class Checkpoint:
     folder: Path
     config: dict
     model: LanguageModel
-    vocab: Vocabulary
+    vocab: Vocabulary | TokenVocabulary
 
 
 def read_config(folder: Path) -> dict:
@@ -114,12 +136,16 @@ def load(folder: str | Path, weights: str = WEIGHTS) -> Checkpoint:
     folder = Path(folder)
     config = read_config(folder)
     try:
-        vocab = Vocabulary(config["vocabulary"]["chars"])
+        vocab = read_vocabulary(folder, config["vocabulary"])
         model = LanguageModel(ModelConfig(**config["model"]))
+    except ChargenError as e:
+        if isinstance(e, OptionError):  # a config no chargen would write
+            raise ChargenError(f"{folder / CONFIG}: {e}") from None
+        raise
     except (KeyError, TypeError) as e:
         raise ChargenError(f"{folder / CONFIG} lacks a valid model or vocabulary entry ({e})") from None
     if model.config.vocab_size != len(vocab):
-        raise ChargenError(f"{folder / CONFIG}: the vocabulary has {len(vocab)} characters but the model {model.config.vocab_size}")
+        raise ChargenError(f"{folder / CONFIG}: the vocabulary has {len(vocab)} tokens but the model {model.config.vocab_size}")
     path = folder / weights
     try:
         state = load_safetensors(path.read_bytes())

@@ -9,6 +9,7 @@ import click
 from . import __version__
 from .errors import ChargenError, OptionError
 from .model import CELLS, INPUTS, NONLINEARITIES, ModelConfig
+from .sample import Sampler, load
 from .train import PRECISIONS, TrainConfig
 
 
@@ -35,6 +36,19 @@ def cli() -> None:
     """
 
 
+def _newest() -> Path:
+    """The newest checkpoint under ./checkpoints/, named on stderr so the user knows which it was."""
+    from .checkpoint import latest
+
+    folder = latest()
+    click.echo(f"using {folder}", err=True)
+    return folder
+
+
+def _load(checkpoint: Path | None) -> Sampler:
+    return load(checkpoint if checkpoint is not None else _newest())
+
+
 @cli.command()
 @click.argument("corpus", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Checkpoint folder  [default: checkpoints/<corpus stem>]")
@@ -42,6 +56,9 @@ def cli() -> None:
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
 @click.option("--keep-newlines", is_flag=True, help="Keep \\r\\n and \\r line endings as they are.")
 @click.option("--val-fraction", type=float, default=0.05, show_default=True, help="Last part of the text held out for validation.")
+@click.option("--tokenizer", type=click.Choice(["char", "word", "bpe"]), default="char", show_default=True, help="Model characters, words or BPE subwords.")
+@click.option("--vocab-size", type=int, help="Largest word or BPE vocabulary  [default: 10000 words, 4000 bpe]")
+@click.option("--min-frequency", type=int, default=2, show_default=True, help="Fewest occurrences for a word or merge to enter the vocabulary.")
 @click.option("--cell", type=click.Choice(list(CELLS)), default=ModelConfig.cell, show_default=True)
 @click.option("--nonlinearity", type=click.Choice(NONLINEARITIES), default=ModelConfig.nonlinearity, show_default=True, help="For --cell rnn.")
 @click.option("--layers", type=int, default=ModelConfig.layers, show_default=True)
@@ -49,6 +66,9 @@ def cli() -> None:
 @click.option("--input", type=click.Choice(INPUTS), default=ModelConfig.input, show_default=True, help="Learned embeddings or one-hot vectors.")
 @click.option("--embedding-dim", type=int, default=ModelConfig.embedding_dim, show_default=True)
 @click.option("--dropout", type=float, default=ModelConfig.dropout, show_default=True, help="Between layers and before the output layer.")
+@click.option("--tie-weights", is_flag=True, help="Share the input embedding matrix with the output layer.")
+@click.option("--embeddings", type=click.Path(path_type=Path), help="Start the embeddings from GloVe or word2vec text vectors.")
+@click.option("--freeze-embeddings", is_flag=True, help="Keep the --embeddings vectors fixed.")
 @click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, help="Adam learning rate.")
 @click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True, help="AdamW weight decay.")
 @click.option("--clip", type=float, default=TrainConfig.clip, show_default=True, help="Global gradient-norm clip; 0 turns it off.")
@@ -68,6 +88,7 @@ def train(corpus: Path, **options) -> None:
     \b
       chargen train war_and_peace.txt --max-time 600
       chargen train poems.txt --cell gru --layers 3 --hidden 256 --out checkpoints/poems-gru
+      chargen train war_and_peace.txt --tokenizer word --tie-weights --out checkpoints/wp-words
     """
     from .train import train as run_training
 
@@ -96,13 +117,7 @@ def sample(checkpoint: Path | None, prompt: str, length: int, temperature: float
       chargen sample --prompt "Napoleon was" --length 300 --temperature 0.8
       chargen sample -c checkpoints/tinyshakespeare --num-samples 4 --seed 1
     """
-    from . import checkpoint as checkpoints
-    from .sample import load
-
-    if checkpoint is None:
-        checkpoint = checkpoints.latest()
-        click.echo(f"using {checkpoint}", err=True)
-    sampler = load(checkpoint)
+    sampler = _load(checkpoint)
     if num_samples == 1:
         for piece in sampler.stream(prompt, length, temperature, top_k, top_p, seed):
             sys.stdout.write(piece)
@@ -111,6 +126,55 @@ def sample(checkpoint: Path | None, prompt: str, length: int, temperature: float
     else:
         texts = sampler.generate(prompt, length, temperature, top_k, top_p, seed, num_samples)
         sys.stdout.write("\n\n".join(texts) + "\n")
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint folder  [default: newest under ./checkpoints/]")
+@click.option("-k", type=int, default=5, show_default=True, help="How many words.")
+def predict(text: str, checkpoint: Path | None, k: int) -> None:
+    """The K most probable next words after TEXT, with the model's probabilities.
+
+    \b
+      chargen predict "Napoleon was the emperor of"
+      chargen predict "Well, Prince, so Genoa and" -k 10 -c checkpoints/wp-words
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    sampler = _load(checkpoint)
+    table = Table("word", "probability", title=f"after {text!r}", title_justify="left")
+    for p in sampler.predict_next_word(text, k):
+        table.add_row(p.word, f"{p.probability:.4f}")
+    Console().print(table)
+
+
+@cli.command(name="eval")
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint folder  [default: newest under ./checkpoints/]")
+@click.option("--words", type=int, default=1000, show_default=True, help="Word positions scored for next-word accuracy, spread evenly.")
+@click.option("--baseline", is_flag=True, help="Also score a word trigram counted on the model's training text.")
+def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: bool) -> None:
+    """Bits per character, perplexity and next-word accuracy on FILE  [default: the checkpoint's validation text].
+
+    \b
+      chargen eval -c checkpoints/war_and_peace --baseline
+      chargen eval other_book.txt --words 5000
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .evaluation import evaluate as run_evaluation
+
+    if checkpoint is None:
+        checkpoint = _newest()
+    r = run_evaluation(checkpoint, file, words, baseline)
+    table = Table("measure", "model", *(["word trigram"] if baseline else []), title=f"{checkpoint} on {r.file}", title_justify="left")
+    table.add_row("bits per character", f"{r.bits_per_char:.4f}", *(["-"] if baseline else []))
+    table.add_row(f"perplexity per token ({r.tokens:,} tokens)", f"{r.perplexity:.2f}", *(["-"] if baseline else []))
+    table.add_row(f"next word top-1 ({r.words_scored:,} words)", f"{r.top1:.1%}", *([f"{r.baseline_top1:.1%}"] if baseline else []))
+    table.add_row("next word top-5", f"{r.top5:.1%}", *([f"{r.baseline_top5:.1%}"] if baseline else []))
+    Console().print(table)
 
 
 def main() -> None:

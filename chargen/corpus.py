@@ -1,7 +1,9 @@
 """Reading a text, encoding its characters, and cutting it into lanes for truncated BPTT."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import numpy as np
 import torch
 
 from .errors import ChargenError, OptionError
+from .tokenizer import DEFAULT_VOCAB_SIZE, TokenVocabulary, check_vocab_options, compact_dtype
 
 BOM = "\ufeff"
 
@@ -52,8 +55,18 @@ def _codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class Vocabulary:
     """The characters a model knows, in a fixed order: id i stands for chars[i]."""
+
+    kind = "char"
 
     def __init__(self, chars: Sequence[str]):
         if not chars or len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
@@ -78,12 +91,14 @@ class Vocabulary:
 
     @property
     def dtype(self) -> np.dtype:
-        """The smallest integer type that holds every id."""
-        if len(self) <= 1 << 8:
-            return np.dtype(np.uint8)
-        if len(self) <= 1 << 16:
-            return np.dtype(np.uint16)
-        return np.dtype(np.int32)
+        return compact_dtype(len(self))
+
+    @property
+    def token_texts(self) -> list[str]:
+        return self.chars
+
+    def stream_decoder(self) -> Callable[[int], str]:
+        return lambda i: self.chars[int(i)]
 
     def unknown(self, text: str) -> list[str]:
         """The distinct characters of text that are not in the vocabulary, in order of appearance."""
@@ -108,33 +123,47 @@ class Vocabulary:
         return "".join(self._chars_array[np.asarray(ids, dtype=np.int64)])
 
 
+def build_vocabulary(text: str, tokenizer: str = "char", vocab_size: int | None = None, min_frequency: int = 2) -> Vocabulary | TokenVocabulary:
+    """A character vocabulary, or a word or BPE vocabulary trained on the text by `tokenizers`."""
+    check_vocab_options(tokenizer, vocab_size, min_frequency)
+    if tokenizer == "char":
+        return Vocabulary.from_text(text)
+    return TokenVocabulary.train(tokenizer, text, vocab_size or DEFAULT_VOCAB_SIZE[tokenizer], min_frequency)
+
+
 @dataclass
 class Corpus:
-    """An encoded text with its vocabulary, split into a training head and a validation tail."""
+    """An encoded text with its vocabulary, split into a training head and a validation tail.
 
-    vocab: Vocabulary
+    The split is made on characters, so models of every tokenizer hold out the same text, and the
+    character counts turn bits per token into bits per character.
+    """
+
+    vocab: Vocabulary | TokenVocabulary
     train: np.ndarray
     val: np.ndarray
+    train_chars: int
+    val_chars: int
 
     @classmethod
-    def from_text(cls, text: str, val_fraction: float = 0.05) -> Corpus:
+    def from_text(
+        cls, text: str, val_fraction: float = 0.05, tokenizer: str = "char", vocab_size: int | None = None, min_frequency: int = 2
+    ) -> Corpus:
         """The vocabulary comes from the whole text, so characters seen only in validation are known."""
         if not 0 < val_fraction < 1:
             raise OptionError(f"val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
-        vocab = Vocabulary.from_text(text)
-        data = vocab.encode(text)
-        n_val = int(round(len(data) * val_fraction))
-        if n_val < 2 or len(data) - n_val < 2:
-            raise ChargenError(
-                f"the text has {len(data)} characters: too short to split into training and validation"
-            )
-        return cls(vocab, data[:-n_val], data[-n_val:])
+        n_val = int(round(len(text) * val_fraction))
+        if n_val < 2 or len(text) - n_val < 2:
+            raise ChargenError(f"the text has {len(text)} characters: too short to split into training and validation")
+        vocab = build_vocabulary(text, tokenizer, vocab_size, min_frequency)
+        train, val = vocab.encode(text[:-n_val]), vocab.encode(text[-n_val:])
+        if len(train) < 2 or len(val) < 2:
+            raise ChargenError(f"the text has {len(train) + len(val)} tokens: too short to split into training and validation")
+        return cls(vocab, train, val, len(text) - n_val, n_val)
 
     @classmethod
-    def from_file(
-        cls, path: str | Path, val_fraction: float = 0.05, encoding: str = "utf-8", keep_newlines: bool = False
-    ) -> Corpus:
-        return cls.from_text(read_text(path, encoding, keep_newlines), val_fraction)
+    def from_file(cls, path: str | Path, val_fraction: float = 0.05, encoding: str = "utf-8", keep_newlines: bool = False, **vocab_options) -> Corpus:
+        return cls.from_text(read_text(path, encoding, keep_newlines), val_fraction, **vocab_options)
 
 
 def lanes(data: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

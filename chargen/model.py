@@ -1,4 +1,4 @@
-"""The language model: characters in, a distribution over the next character out."""
+"""The language model: tokens (characters, words or subwords) in, a distribution over the next token out."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ChargenError, OptionError
+from .errors import OptionError
 
 # An LSTM's state is a pair (h, c); a GRU's or an RNN's is a single tensor.
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -27,6 +27,7 @@ class ModelConfig:
     embedding_dim: int = 128
     dropout: float = 0.0
     nonlinearity: str = "tanh"
+    tie_weights: bool = False  # the output layer reuses the input embedding matrix
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -42,6 +43,8 @@ class ModelConfig:
                 raise OptionError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise OptionError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.tie_weights and self.input != "embedding":
+            raise OptionError("tie-weights needs --input embedding: there is no input matrix to share with one-hot inputs")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +72,14 @@ class LanguageModel(nn.Module):
             **extra,
         )
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden, config.vocab_size)
+        if config.tie_weights:
+            # the shared matrix is vocab x embedding_dim: project the hidden state down to it when sizes differ
+            self.project = nn.Linear(config.hidden, config.embedding_dim, bias=False) if config.hidden != config.embedding_dim else nn.Identity()
+            self.head = nn.Linear(config.embedding_dim, config.vocab_size)
+            self.head.weight = self.embedding.weight
+        else:
+            self.project = nn.Identity()
+            self.head = nn.Linear(config.hidden, config.vocab_size)
 
     def encode_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids (batch, time) to the vectors the recurrent layers read."""
@@ -80,7 +90,7 @@ class LanguageModel(nn.Module):
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits (batch, time, vocab) for every position, and the state after the last one."""
         output, state = self.rnn(self.encode_inputs(tokens), state)
-        return self.head(self.drop(output)), state
+        return self.head(self.project(self.drop(output))), state
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,4 +1,4 @@
-"""Sampling: warm the state up on a prompt, then draw one character at a time."""
+"""Sampling: warm the state up on a prompt, then draw one token at a time."""
 from __future__ import annotations
 
 import itertools
@@ -10,8 +10,10 @@ import torch
 
 from . import checkpoint
 from .corpus import Vocabulary
-from .errors import OptionError
+from .errors import ChargenError, OptionError
 from .model import LanguageModel, State
+from .predict import WordPrediction, WordSearch, split_context
+from .tokenizer import TokenVocabulary
 
 
 def check_options(length: int, temperature: float, top_k: int, top_p: float, num_samples: int = 1) -> None:
@@ -53,15 +55,18 @@ def repeat_state(state: State, n: int) -> State:
 class Sampler:
     """A trained model and its vocabulary: generates text in the style of its corpus."""
 
-    def __init__(self, model: LanguageModel, vocab: Vocabulary, folder: Path | None = None):
+    def __init__(self, model: LanguageModel, vocab: Vocabulary | TokenVocabulary, folder: Path | None = None):
         self.model = model.eval()
         self.vocab = vocab
         self.folder = folder
 
     def prompt_ids(self, prompt: str) -> torch.Tensor:
-        """The prompt as ids; an empty prompt starts the model after a newline (or its first character)."""
+        """The prompt as ids; an empty prompt starts the model after a newline (or its first token)."""
         if not prompt:
-            prompt = "\n" if "\n" in self.vocab.chars else self.vocab.chars[0]
+            try:
+                return torch.from_numpy(self.vocab.encode("\n")).long()
+            except ChargenError:
+                return torch.zeros(1, dtype=torch.long)
         return torch.from_numpy(self.vocab.encode(prompt, what="prompt")).long()
 
     def generate_ids(
@@ -94,7 +99,8 @@ class Sampler:
     ) -> Iterator[str]:
         """The prompt, then each new character as soon as it is drawn."""
         steps = self.generate_ids(prompt, length, temperature, top_k, top_p, seed, 1)
-        return itertools.chain([prompt] if prompt else [], (self.vocab.chars[int(ids[0])] for ids in steps))
+        decode = self.vocab.stream_decoder()
+        return itertools.chain([prompt] if prompt else [], (decode(ids[0]) for ids in steps))
 
     def generate(
         self,
@@ -106,11 +112,32 @@ class Sampler:
         seed: int | None = None,
         num_samples: int = 1,
     ) -> str | list[str]:
-        """Prompt plus length new characters; a list of num_samples texts when num_samples > 1."""
+        """Prompt plus length new tokens (characters for a character model); a list when num_samples > 1."""
         steps = list(self.generate_ids(prompt, length, temperature, top_k, top_p, seed, num_samples))
         ids = torch.stack(steps, dim=1) if steps else torch.empty(num_samples, 0, dtype=torch.long)
         texts = [prompt + self.vocab.decode(row) for row in ids]
         return texts[0] if num_samples == 1 else texts
+
+
+    @torch.inference_mode()
+    def context(self, text: str) -> tuple[torch.Tensor, State]:
+        """The logits (V,) for the token after text, and the state that reads it."""
+        logits, state = self.model(self.prompt_ids(text)[None])
+        return logits[0, -1], state
+
+    def next_token_probs(self, text: str, k: int | None = None) -> list[tuple[str, float]]:
+        """The model's distribution over the next token, most probable first (all tokens unless k)."""
+        probs = self.context(text)[0].float().softmax(-1)
+        top = probs.topk(min(k or len(probs), len(probs)))
+        return [(self.vocab.token_texts[i], p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
+
+    def predict_next_word(self, text: str, k: int = 5) -> list[WordPrediction]:
+        """The k most probable next words after text, best first, with the model's probabilities."""
+        if not k >= 1:
+            raise OptionError(f"k must be at least 1, not {k}")
+        context, lead = split_context(text)
+        logits, state = self.context(context)
+        return WordSearch(self.model, self.vocab).run(logits, state, lead, k)
 
 
 def load(path: str | Path | None = None) -> Sampler:

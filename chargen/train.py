@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import math
 import time
@@ -14,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, checkpoint
-from .corpus import Corpus, lanes, read_text, windows
+from .corpus import Corpus, file_sha256, lanes, read_text, windows
+from .embeddings import initialise_embedding
 from .errors import ChargenError, OptionError
 from .model import LanguageModel, ModelConfig, State, detach_state
 from .progress import TrainingDisplay
@@ -73,8 +73,8 @@ def bits_per_char(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model: LanguageModel, data, batch_size: int, seq_len: int, precision: str = "fp32") -> float:
-    """Bits per character over a whole stream, state carried from window to window."""
+def bits_per_token(model: LanguageModel, data, batch_size: int, seq_len: int, precision: str = "fp32") -> float:
+    """Mean bits per token over a whole stream, state carried from window to window."""
     n_lanes = max(1, min(batch_size, (len(data) - 1) // seq_len))
     inputs, targets = lanes(data, n_lanes)
     was_training = model.training
@@ -107,12 +107,22 @@ class Trainer:
         self.model, self.corpus, self.config = model, corpus, config
         self.folder, self.meta, self.display = folder, meta, display
         self.precision = resolve_precision(config.precision)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.inputs, self.targets = lanes(corpus.train, config.batch_size)
+        # bits per token times tokens per character is bits per character, whatever the tokenizer
+        self.train_tokens_per_char = len(corpus.train) / corpus.train_chars
+        self.val_tokens_per_char = len(corpus.val) / corpus.val_chars
         self.steps_per_epoch = math.ceil(self.inputs.size(1) / config.seq_len)
-        self.step = self.chars = 0
+        self.step = self.tokens = 0
         self.best_val = self.last_val = math.inf
         self.evals_since_best = 0
+        self.vocabulary_entry = checkpoint.write_vocabulary(folder, corpus.vocab)
+
+    @property
+    def chars(self) -> int:
+        """Characters of text trained on so far (tokens for a character model)."""
+        return round(self.tokens / self.train_tokens_per_char)
 
     def batches(self) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
         """(epoch, window index, inputs, targets) for ever; window 0 starts a new pass over the lanes."""
@@ -176,9 +186,9 @@ class Trainer:
                             f"(the last good checkpoint in {self.folder} is kept)"
                         )
                     self.step += 1
-                    self.chars += y.numel()
+                    self.tokens += y.numel()
                     window_bits += bpc * y.numel()
-                    window_chars += y.numel()
+                    window_chars += y.numel() / self.train_tokens_per_char
                     elapsed = time.perf_counter() - start
                     if self.step % c.eval_every == 0:
                         self.validate_and_save(window_bits / window_chars, elapsed)
@@ -198,7 +208,7 @@ class Trainer:
 
     def validate_and_save(self, train_bpc: float, elapsed: float) -> None:
         c = self.config
-        val = evaluate(self.model, self.corpus.val, c.batch_size, c.seq_len, self.precision)
+        val = bits_per_token(self.model, self.corpus.val, c.batch_size, c.seq_len, self.precision) * self.val_tokens_per_char
         self.last_val = val
         improved = val < self.best_val
         if improved:
@@ -221,7 +231,7 @@ class Trainer:
             "format_version": checkpoint.FORMAT_VERSION,
             "chargen_version": __version__,
             "model": self.model.config.to_dict(),
-            "vocabulary": {"type": "char", "chars": self.corpus.vocab.chars},
+            "vocabulary": self.vocabulary_entry,
             "training": {**asdict(self.config), "precision_used": self.precision},
             **self.meta,
             "progress": {
@@ -233,14 +243,6 @@ class Trainer:
             },
         }
         checkpoint.write_json(self.folder / checkpoint.CONFIG, config)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prepare_folder(folder: Path, overwrite: bool) -> None:
@@ -270,6 +272,11 @@ def train(
     val_fraction: float = 0.05,
     encoding: str = "utf-8",
     keep_newlines: bool = False,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
+    min_frequency: int = 2,
+    embeddings: str | Path | None = None,
+    freeze_embeddings: bool = False,
     quiet: bool = False,
     **options,
 ) -> TrainResult:
@@ -279,12 +286,16 @@ def train(
         raise TypeError(f"train() got unknown options: {', '.join(sorted(unknown))}")
     model_config = ModelConfig(vocab_size=1, **{k: v for k, v in options.items() if k in MODEL_OPTIONS})
     config = TrainConfig(**{k: v for k, v in options.items() if k not in MODEL_OPTIONS})
+    if freeze_embeddings and embeddings is None:
+        raise OptionError("freeze-embeddings needs --embeddings FILE: there is nothing pre-trained to keep fixed")
+    if embeddings is not None and model_config.input != "embedding":
+        raise OptionError("embeddings needs --input embedding")
     path = Path(corpus)
-    data = Corpus.from_text(read_text(path, encoding, keep_newlines), val_fraction)
+    data = Corpus.from_text(read_text(path, encoding, keep_newlines), val_fraction, tokenizer, vocab_size, min_frequency)
     needed = config.batch_size * config.seq_len + 1
     if len(data.train) < needed:
         raise ChargenError(
-            f"the training part of {path} has {len(data.train)} characters, fewer than one batch window "
+            f"the training part of {path} has {len(data.train)} tokens, fewer than one batch window "
             f"(batch-size {config.batch_size} × seq-len {config.seq_len} + 1 = {needed}): "
             "use a longer text or a smaller --batch-size or --seq-len"
         )
@@ -292,22 +303,29 @@ def train(
     prepare_folder(folder, overwrite)
     torch.manual_seed(config.seed)
     model = LanguageModel(replace(model_config, vocab_size=len(data.vocab)))
+    display = TrainingDisplay(quiet=quiet)
     meta = {
         "corpus": {
             "path": str(path),
             "sha256": file_sha256(path),
-            "characters": len(data.train) + len(data.val),
-            "train_characters": len(data.train),
-            "val_characters": len(data.val),
+            "characters": data.train_chars + data.val_chars,
+            "train_characters": data.train_chars,
+            "val_characters": data.val_chars,
+            "train_tokens": len(data.train),
+            "val_tokens": len(data.val),
             "val_fraction": val_fraction,
             "encoding": encoding,
             "keep_newlines": keep_newlines,
-        }
+        },
     }
-    display = TrainingDisplay(quiet=quiet)
+    if embeddings is not None:
+        covered = initialise_embedding(model.embedding, embeddings, data.vocab.token_texts, freeze_embeddings)
+        meta["embeddings"] = {"path": str(embeddings), "covered": covered, "frozen": freeze_embeddings}
+        display.log(f"{embeddings}: vectors for {covered:,} of {len(data.vocab):,} vocabulary tokens{' (frozen)' if freeze_embeddings else ''}")
+    unit = "characters" if tokenizer == "char" else f"{tokenizer} tokens"
     display.log(
-        f"{path}: {len(data.train):,} training and {len(data.val):,} validation characters, "
-        f"{len(data.vocab)} distinct; model {model.num_parameters():,} parameters; "
+        f"{path}: {len(data.train):,} training and {len(data.val):,} validation {unit}, "
+        f"{len(data.vocab):,} distinct; model {model.num_parameters():,} parameters; "
         f"precision {resolve_precision(config.precision)}; checkpoint in {folder}"
     )
     return Trainer(model, data, config, folder, meta, display).run()

@@ -7,7 +7,7 @@ import torch
 import chargen
 from chargen import ChargenError, Corpus, LanguageModel, ModelConfig, OptionError, TrainConfig
 from chargen.checkpoint import load as load_checkpoint
-from chargen.train import Trainer, evaluate
+from chargen.train import Trainer, bits_per_token
 from chargen.progress import TrainingDisplay
 
 from .conftest import TINY_OPTIONS, TINY_TEXT
@@ -80,7 +80,7 @@ def test_saved_model_is_the_best_by_validation(trained):
     assert config["progress"]["best_val_bpc"] == best
     ckpt = load_checkpoint(trained)
     corpus = Corpus.from_text(TINY_TEXT)
-    assert evaluate(ckpt.model, corpus.val, 4, 16) == pytest.approx(best, abs=1e-4)
+    assert bits_per_token(ckpt.model, corpus.val, 4, 16) == pytest.approx(best, abs=1e-4)
 
 
 def test_stops_at_max_epochs(tmp_path, tiny_file):

@@ -1,0 +1,142 @@
+"""Next-word prediction: an exact best-first search over token continuations up to a word boundary.
+
+A word is a run of letters (and combining marks). After a text that does not end in whitespace, the
+next word is " " + letters; after whitespace, just letters. Its probability is the model's
+probability of the tokens that spell it (the tokenizer's own spelling of it, for word and BPE
+vocabularies) times the probability that the token after it is not a letter: the product of real
+next-token probabilities, never renormalised. Prefixes are expanded most probable first, and a word
+is reported only when no unexplored prefix is more probable, so the k words returned are the model's
+k most probable words, in order, with their exact probabilities.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import unicodedata
+from dataclasses import dataclass
+
+import torch
+
+from .corpus import Vocabulary
+from .model import LanguageModel, State
+from .tokenizer import TokenVocabulary
+
+MAX_EXPANSIONS = 4096  # prefixes the search may expand before it gives up on finding more words
+BATCH = 32  # prefixes expanded in one batched model step
+
+
+@dataclass(frozen=True)
+class WordPrediction:
+    word: str
+    probability: float
+
+
+def is_word_char(c: str) -> bool:
+    return unicodedata.category(c)[0] in "LM"
+
+
+def split_context(text: str) -> tuple[str, str]:
+    """(context, lead): a trailing space belongs to the next word, so "of " predicts as "of" + " France"."""
+    if text.endswith(" "):
+        return text[:-1], " "
+    if not text or text[-1].isspace():
+        return text, ""
+    return text, " "
+
+
+@dataclass
+class TokenClasses:
+    """Which tokens can start, continue or end a word, from their text."""
+
+    letters: torch.Tensor  # all letters: starts a word after whitespace, continues one
+    spaced: torch.Tensor  # " " + letters: starts a word after a non-space
+    space: torch.Tensor  # exactly " "
+    boundary: torch.Tensor  # empty or starting with a non-letter: ends a word
+
+    @classmethod
+    def of(cls, vocab: Vocabulary | TokenVocabulary) -> TokenClasses:
+        texts = vocab.token_texts
+        letters = [bool(t) and all(map(is_word_char, t)) for t in texts]
+        spaced = [len(t) > 1 and t[0] == " " and all(map(is_word_char, t[1:])) for t in texts]
+        boundary = [not t or not is_word_char(t[0]) for t in texts]
+        as_tensor = lambda flags: torch.tensor(flags, dtype=torch.bool)  # noqa: E731
+        return cls(as_tensor(letters), as_tensor(spaced), as_tensor([t == " " for t in texts]), as_tensor(boundary))
+
+
+@dataclass
+class _Prefix:
+    text: str  # what follows the context so far, lead included
+    ids: tuple[int, ...]
+    state: State  # the state before the last id
+    logp: float
+
+
+def _select(state: State, i: int) -> State:
+    if isinstance(state, tuple):
+        return tuple(s[:, i : i + 1] for s in state)
+    return state[:, i : i + 1]
+
+
+def _stack(states: list[State]) -> State:
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*states))
+    return torch.cat(states, dim=1)
+
+
+class WordSearch:
+    """Best-first search for the k most probable next words of one model and vocabulary."""
+
+    def __init__(self, model: LanguageModel, vocab: Vocabulary | TokenVocabulary, max_expansions: int = MAX_EXPANSIONS):
+        self.model, self.vocab, self.max_expansions = model, vocab, max_expansions
+        self.classes = TokenClasses.of(vocab)
+
+    def canonical(self, text: str, ids: tuple[int, ...]) -> bool:
+        """Only the tokenizer's own spelling of a word counts: "Ġso" + "me" is not how " some" is written."""
+        return isinstance(self.vocab, Vocabulary) or tuple(self.vocab.encode(text).tolist()) == ids
+
+    def allowed(self, text: str, lead: str) -> torch.Tensor:
+        if text == "" and lead == " ":
+            return self.classes.space | self.classes.spaced
+        return self.classes.letters
+
+    @torch.inference_mode()
+    def run(self, logits: torch.Tensor, state: State, lead: str, k: int) -> list[WordPrediction]:
+        """The k most probable words after a context whose last logits (V,) and state are given.
+
+        Stops early, with fewer than k words, only if max_expansions prefixes did not complete them.
+        """
+        heap: list = []
+        order = itertools.count()
+        found: list[WordPrediction] = []
+
+        def push_children(prefix: _Prefix, logprobs: torch.Tensor, state: State) -> None:
+            if prefix.text.strip():
+                boundary = torch.logsumexp(logprobs[self.classes.boundary], 0).item()
+                if self.canonical(prefix.text, prefix.ids):
+                    heapq.heappush(heap, (-(prefix.logp + boundary), next(order), prefix.text[len(lead) :]))
+            ids = self.allowed(prefix.text, lead).nonzero().squeeze(1)
+            texts = self.vocab.token_texts
+            for i, lp in zip(ids.tolist(), logprobs[ids].tolist()):
+                child = _Prefix(prefix.text + texts[i], prefix.ids + (i,), state, prefix.logp + lp)
+                heapq.heappush(heap, (-child.logp, next(order), child))
+
+        push_children(_Prefix("", (), state, 0.0), logits.float().log_softmax(-1), state)
+        expansions = 0
+        while heap and len(found) < k:
+            if isinstance(heap[0][2], str):
+                neg_logp, _, word = heapq.heappop(heap)
+                found.append(WordPrediction(word, math.exp(-neg_logp)))
+                continue
+            if expansions >= self.max_expansions:
+                break
+            batch = []
+            while heap and not isinstance(heap[0][2], str) and len(batch) < BATCH:
+                batch.append(heapq.heappop(heap)[2])
+            expansions += len(batch)
+            tokens = torch.tensor([[p.ids[-1]] for p in batch])
+            out, states = self.model(tokens, _stack([p.state for p in batch]))
+            logprobs = out[:, -1].float().log_softmax(-1)
+            for j, prefix in enumerate(batch):
+                push_children(prefix, logprobs[j], _select(states, j))
+        return found

@@ -1,0 +1,110 @@
+"""Word and subword vocabularies, built and applied by HuggingFace `tokenizers`.
+
+Both kinds share one byte-level pre-tokenizer: words (letters and combining marks) keep the space
+before them, so the text decodes back exactly and " France" after a word differs from "France"
+after a newline. Word models map words outside the vocabulary to [UNK]; BPE models have none.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+
+import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers.decoders import DecodeStream
+
+from .errors import OptionError
+
+UNK = "Ġ[UNK]"  # byte-level for " [UNK]": most unknown words follow a space, and decoded text keeps it
+WORD_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
+DEFAULT_VOCAB_SIZE = {"word": 10_000, "bpe": 4_000}
+
+
+def compact_dtype(size: int) -> np.dtype:
+    """The smallest integer type that holds ids 0 .. size - 1."""
+    if size <= 1 << 8:
+        return np.dtype(np.uint8)
+    if size <= 1 << 16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32)
+
+
+def _empty_tokenizer(kind: str) -> Tokenizer:
+    tokenizer = Tokenizer(models.WordLevel(unk_token=UNK) if kind == "word" else models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+class TokenVocabulary:
+    """A word or BPE vocabulary: a `tokenizers.Tokenizer` seen through the same methods as `Vocabulary`."""
+
+    def __init__(self, tokenizer: Tokenizer, kind: str):
+        self.tokenizer, self.kind = tokenizer, kind
+
+    @classmethod
+    def train(cls, kind: str, text: str, vocab_size: int, min_frequency: int) -> TokenVocabulary:
+        if kind not in DEFAULT_VOCAB_SIZE:
+            raise OptionError(f"tokenizer must be char, word or bpe, not {kind!r}")
+        tokenizer = _empty_tokenizer(kind)
+        if kind == "word":
+            trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[UNK], show_progress=False)
+        else:
+            alphabet = pre_tokenizers.ByteLevel.alphabet()  # every byte is a token: BPE never needs [UNK]
+            trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, initial_alphabet=alphabet, show_progress=False)
+        tokenizer.train_from_iterator([text], trainer)
+        return cls(tokenizer, kind)
+
+    @classmethod
+    def from_json(cls, kind: str, json: str) -> TokenVocabulary:
+        return cls(Tokenizer.from_str(json), kind)
+
+    def to_json(self) -> str:
+        return self.tokenizer.to_str()
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TokenVocabulary) and self.to_json() == other.to_json()
+
+    @property
+    def dtype(self) -> np.dtype:
+        return compact_dtype(len(self))
+
+    def encode(self, text: str, what: str = "text") -> np.ndarray:
+        """Any text encodes: words outside a word vocabulary become [UNK]."""
+        return np.array(self.tokenizer.encode(text).ids, dtype=self.dtype)
+
+    def decode(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    @cached_property
+    def token_texts(self) -> list[str]:
+        """Each token as text (a lone byte of a longer UTF-8 character shows as U+FFFD)."""
+        return [self.tokenizer.decode([i], skip_special_tokens=False) for i in range(len(self))]
+
+    def stream_decoder(self) -> Callable[[int], str]:
+        """Turns ids into text one at a time, holding back bytes of a character not yet complete."""
+        stream = DecodeStream(skip_special_tokens=False)
+        return lambda i: stream.step(self.tokenizer, int(i)) or ""
+
+
+def check_vocab_options(kind: str, vocab_size: int | None, min_frequency: int) -> None:
+    if kind not in ("char", *DEFAULT_VOCAB_SIZE):
+        raise OptionError(f"tokenizer must be char, word or bpe, not {kind!r}")
+    if kind == "char" and vocab_size is not None:
+        raise OptionError("vocab-size applies to --tokenizer word or bpe; a character vocabulary holds every character of the text")
+    smallest = 2 if kind == "word" else 257
+    if vocab_size is not None and vocab_size < smallest:
+        raise OptionError(f"vocab-size must be at least {smallest} for --tokenizer {kind}, not {vocab_size}")
+    if min_frequency < 1:
+        raise OptionError(f"min-frequency must be at least 1, not {min_frequency}")
