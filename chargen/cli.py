@@ -177,5 +177,29 @@ def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: b
     Console().print(table)
 
 
+@cli.command()
+@click.option("--corpus", type=click.Path(path_type=Path), help="A text to train and encode  [default: synthetic text; no encoding figure]")
+@click.option("--steps", type=int, default=20, show_default=True, help="Training steps timed for each model.")
+@click.option("--length", type=int, default=2000, show_default=True, help="Characters sampled per timing.")
+@click.option("--streams", type=int, default=32, show_default=True, help="Streams in the batched sampling timing.")
+def bench(corpus: Path | None, steps: int, length: int, streams: int) -> None:
+    """Measure training, sampling and encoding speed next to plain PyTorch, in one run on this machine.
+
+    \b
+      chargen bench --corpus ../shared/corpora/war_and_peace.txt
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .bench import run
+
+    table = Table("measure", "chargen", "plain PyTorch", "ratio", title="chargen bench", title_justify="left")
+    for row in run(corpus, steps, length, streams):
+        reference = "" if row.reference is None else f"{row.reference:,.0f} {row.unit}"
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}×"
+        table.add_row(row.measure, f"{row.chargen:,.2f} {row.unit}" if row.unit in ("s", "MB/s") else f"{row.chargen:,.0f} {row.unit}", reference, ratio)
+    Console().print(table)
+
+
 def main() -> None:
     cli(prog_name="chargen")

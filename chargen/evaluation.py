@@ -78,7 +78,7 @@ def evaluate_text(sampler: Sampler, text: str, max_words: int | None = 1000, k: 
     model, vocab = sampler.model, sampler.vocab
     pattern = word_pattern(text)
     positions = evenly([(p, w) for p, w in word_positions(text) if split_context(text[:p])[0]], max_words)
-    search = WordSearch(model, vocab)
+    search = WordSearch(sampler.stepper, vocab)
     state, last_logits, bits, tokens = None, None, 0.0, 0
 
     def read(segment: str) -> None:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from .corpus import Vocabulary
-from .model import LanguageModel, State
+from .model import State
+from .step import Stepper
 from .tokenizer import TokenVocabulary
 
 MAX_EXPANSIONS = 4096  # prefixes the search may expand before it gives up on finding more words
@@ -87,8 +88,8 @@ def _stack(states: list[State]) -> State:
 class WordSearch:
     """Best-first search for the k most probable next words of one model and vocabulary."""
 
-    def __init__(self, model: LanguageModel, vocab: Vocabulary | TokenVocabulary, max_expansions: int = MAX_EXPANSIONS):
-        self.model, self.vocab, self.max_expansions = model, vocab, max_expansions
+    def __init__(self, stepper: Stepper, vocab: Vocabulary | TokenVocabulary, max_expansions: int = MAX_EXPANSIONS):
+        self.stepper, self.vocab, self.max_expansions = stepper, vocab, max_expansions
         self.classes = TokenClasses.of(vocab)
 
     def canonical(self, text: str, ids: tuple[int, ...]) -> bool:
@@ -134,9 +135,9 @@ class WordSearch:
             while heap and not isinstance(heap[0][2], str) and len(batch) < BATCH:
                 batch.append(heapq.heappop(heap)[2])
             expansions += len(batch)
-            tokens = torch.tensor([[p.ids[-1]] for p in batch])
-            out, states = self.model(tokens, _stack([p.state for p in batch]))
-            logprobs = out[:, -1].float().log_softmax(-1)
+            tokens = torch.tensor([p.ids[-1] for p in batch])
+            out, states = self.stepper.step(tokens, _stack([p.state for p in batch]))
+            logprobs = out.float().log_softmax(-1)
             for j, prefix in enumerate(batch):
                 push_children(prefix, logprobs[j], _select(states, j))
         return found

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 TOTAL = 1000  # the bar tracks the fraction done of whichever stopping limit is nearest
 
@@ -15,12 +15,11 @@ class TrainingDisplay:
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.progress = Progress(
             TextColumn("step {task.fields[step]:>6}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             TaskProgressColumn(),
             TextColumn("train {task.fields[train_bpc]} · val {task.fields[val_bpc]} bpc · {task.fields[speed]} chars/s"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
             TimeRemainingColumn(),
+            TextColumn("left"),
             console=self.console,
             disable=quiet,
         )
@@ -42,6 +41,9 @@ class TrainingDisplay:
             val_bpc="-" if val_bpc is None else f"{val_bpc:.3f}",
             speed=f"{speed:,.0f}",
         )
+
+    def show_val(self, val_bpc: float) -> None:
+        self.progress.update(self.task, val_bpc=f"{val_bpc:.3f}")
 
     def log(self, message: str) -> None:
         if not self.quiet:

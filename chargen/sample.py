@@ -13,6 +13,7 @@ from .corpus import Vocabulary
 from .errors import ChargenError, OptionError
 from .model import LanguageModel, State
 from .predict import WordPrediction, WordSearch, split_context
+from .step import Stepper
 from .tokenizer import TokenVocabulary
 
 
@@ -53,12 +54,13 @@ def repeat_state(state: State, n: int) -> State:
 
 
 class Sampler:
-    """A trained model and its vocabulary: generates text in the style of its corpus."""
+    """A trained model and its vocabulary: writes text in the style of its corpus and predicts what comes next."""
 
     def __init__(self, model: LanguageModel, vocab: Vocabulary | TokenVocabulary, folder: Path | None = None):
         self.model = model.eval()
         self.vocab = vocab
         self.folder = folder
+        self.stepper = Stepper(model)
 
     def prompt_ids(self, prompt: str) -> torch.Tensor:
         """The prompt as ids; an empty prompt starts the model after a newline (or its first token)."""
@@ -84,15 +86,14 @@ class Sampler:
 
     @torch.inference_mode()
     def _steps(self, prompt_ids, length, temperature, top_k, top_p, generator, num_samples) -> Iterator[torch.Tensor]:
-        """The prompt runs through the fused layers in one call; then one step per new character."""
+        """The prompt runs through the fused layers in one call; then one small step per new token."""
         logits, state = self.model(prompt_ids[None])
         logits, state = logits[:, -1].expand(num_samples, -1), repeat_state(state, num_samples)
         for i in range(length):
             ids = pick(logits, temperature, top_k, top_p, generator)
             yield ids
             if i + 1 < length:
-                logits, state = self.model(ids[:, None], state)
-                logits = logits[:, -1]
+                logits, state = self.stepper.step(ids, state)
 
     def stream(
         self, prompt: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None
@@ -137,7 +138,7 @@ class Sampler:
             raise OptionError(f"k must be at least 1, not {k}")
         context, lead = split_context(text)
         logits, state = self.context(context)
-        return WordSearch(self.model, self.vocab).run(logits, state, lead, k)
+        return WordSearch(self.stepper, self.vocab).run(logits, state, lead, k)
 
 
 def load(path: str | Path | None = None) -> Sampler:

@@ -217,6 +217,7 @@ class Trainer:
             self.evals_since_best += 1
         record = {"step": self.step, "chars": self.chars, "elapsed_s": round(elapsed, 3), "train_bpc": train_bpc, "val_bpc": val}
         self.save(improved, record, elapsed)
+        self.display.show_val(val)
         mark = "  (best, saved)" if improved else ""
         self.display.log(f"step {self.step:>6}  train {train_bpc:.4f}  val {val:.4f} bpc{mark}")
 

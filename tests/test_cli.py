@@ -93,3 +93,25 @@ def test_sample_bad_checkpoints(tmp_path, trained, monkeypatch):
     bad(run("sample", "-c", trained, "--prompt", "Zebra"), 1, "never saw: 'Z'")
     monkeypatch.chdir(tmp_path)
     bad(run("sample"), 1, "no checkpoint under checkpoints/")
+
+
+def test_word_model_train_predict_eval(tmp_path, tiny_file):
+    out = tmp_path / "words"
+    result = run("train", tiny_file, "--tokenizer", "word", "--tie-weights", "--out", out, *TINY, "--seq-len", 4, "--max-steps", 20, "--quiet")
+    assert result.exit_code == 0, result.output
+    result = run("predict", "the quick brown fox jumps over the", "-k", 3, "-c", out)
+    assert result.exit_code == 0, result.output
+    assert "word" in result.stdout and "probability" in result.stdout
+    assert result.stdout.count("0.") >= 3  # three probabilities
+    result = run("eval", "-c", out, "--words", 10, "--baseline")
+    assert result.exit_code == 0, result.output
+    for measure in ("bits per character", "perplexity per token", "next word top-1", "next word top-5", "word trigram"):
+        assert measure in result.stdout
+
+
+def test_predict_and_eval_bad_input(tmp_path, trained):
+    bad(run("predict", "the", "-k", 0, "-c", trained), 2, "k must be at least 1")
+    bad(run("predict", "Zebra", "-c", trained), 1, "never saw: 'Z'")
+    bad(run("eval", tmp_path / "missing.txt", "-c", trained), 1, "no such file")
+    bad(run("eval", "-c", trained, "--words", 0), 2, "words must be at least 1")
+    bad(run("train", trained.parent / "tiny.txt", "--vocab-size", 100, "--out", tmp_path / "x"), 2, "vocab-size applies")

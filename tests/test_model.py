@@ -3,6 +3,7 @@ import torch
 
 from chargen import ChargenError, LanguageModel, ModelConfig
 from chargen.model import detach_state
+from chargen.step import Stepper
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -37,3 +38,31 @@ def test_relu_rnn():
 def test_bad_config(options):
     with pytest.raises(ChargenError):
         ModelConfig(vocab_size=5, **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(cell="lstm", layers=2),
+        dict(cell="gru", layers=3),
+        dict(cell="rnn", layers=2, nonlinearity="relu"),
+        dict(cell="lstm", layers=1, input="onehot"),
+        dict(cell="lstm", layers=2, tie_weights=True, embedding_dim=12),
+    ],
+)
+def test_stepper_equals_the_fused_layer(options):
+    """Steps from the fused layer's state give the fused layer's logits and states, one token at a time."""
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(**{"vocab_size": 11, "hidden": 24, "embedding_dim": 8, **options})).eval()
+    tokens = torch.randint(0, 11, (3, 9))
+    with torch.no_grad():
+        expected, final = model(tokens)
+        _, state = model(tokens[:, :4])
+    stepper = Stepper(model)
+    for t in range(4, 9):
+        logits, state = stepper.step(tokens[:, t], state)
+        torch.testing.assert_close(logits, expected[:, t], rtol=1e-5, atol=1e-5)
+    for a, b in zip(state if isinstance(state, tuple) else [state], final if isinstance(final, tuple) else [final]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    first, _ = stepper.step(tokens[:, 0], None)  # no state is the zero state
+    torch.testing.assert_close(first, expected[:, 0], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,155 @@
+"""`chargen bench`: chargen's speed next to plain PyTorch references, measured side by side in one run.
+
+Shared machines are noisy, so the figures that matter are the ratios of runs made minutes apart in
+the same process; each measurement is short and follows a warm-up.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .corpus import Corpus, Vocabulary, read_text
+from .errors import OptionError
+from .model import LanguageModel, ModelConfig
+from .progress import TrainingDisplay
+from .sample import Sampler
+from .train import TrainConfig, Trainer, bits_per_char
+
+
+@dataclass
+class Row:
+    measure: str
+    chargen: float
+    reference: float | None
+    unit: str
+
+    @property
+    def ratio(self) -> float | None:
+        return self.chargen / self.reference if self.reference else None
+
+
+class ReferenceLSTM(nn.Module):
+    """The plain model every char-rnn port writes: embedding, nn.LSTM, linear, run in float32."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.lstm = nn.LSTM(embedding_dim, hidden, layers, batch_first=True)
+        self.head = nn.Linear(hidden, vocab_size)
+
+    def forward(self, tokens, state=None):
+        output, state = self.lstm(self.embedding(tokens), state)
+        return self.head(output), state
+
+
+def timed(fn: Callable[[], int], warmup: int = 1) -> float:
+    """Units of work per second of fn, which does the work and returns how many units it did."""
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    units = fn()
+    return units / (time.perf_counter() - start)
+
+
+def training_speed(corpus: Corpus, steps: int) -> tuple[float, float]:
+    """Characters per second: chargen's default training step, and the plain float32 reference."""
+    config = TrainConfig()
+    with tempfile.TemporaryDirectory() as folder:
+        model = LanguageModel(ModelConfig(vocab_size=len(corpus.vocab)))
+        trainer = Trainer(model, corpus, config, Path(folder), {}, TrainingDisplay(quiet=True))
+        batches = trainer.batches()
+
+        def chargen_steps() -> int:
+            state = None
+            for _ in range(steps):
+                _, _, x, y = next(batches)
+                _, state = trainer.train_step(x, y, state)
+            return steps * x.numel()
+
+        ours = timed(chargen_steps)
+    m = model.config
+    reference = ReferenceLSTM(len(corpus.vocab), m.embedding_dim, m.hidden, m.layers)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=config.lr)
+    batches = trainer.batches()
+
+    def reference_steps() -> int:
+        state = None
+        for _ in range(steps):
+            _, _, x, y = next(batches)
+            logits, state = reference(x, state)
+            loss = bits_per_char(logits, y)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(reference.parameters(), config.clip)
+            optimizer.step()
+            state = tuple(s.detach() for s in state)
+        return steps * x.numel()
+
+    return ours, timed(reference_steps)
+
+
+def sampling_speed(vocab: Vocabulary, length: int, streams: int) -> dict[str, float]:
+    """Characters per second for one stream and for a batch of streams, the per-character nn.LSTM loop,
+    and seconds from a loaded model to its first character."""
+    model = LanguageModel(ModelConfig(vocab_size=len(vocab)))
+    sampler = Sampler(model, vocab)
+    prompt = "The "
+    one = timed(lambda: len(sampler.generate(prompt, length, seed=1)) - len(prompt))
+    batch = timed(lambda: sum(len(t) - len(prompt) for t in sampler.generate(prompt, length, seed=1, num_samples=streams)))
+
+    @torch.inference_mode()
+    def module_loop() -> int:
+        logits, state = model(sampler.prompt_ids(prompt)[None])
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(length // 4):
+            ids = torch.multinomial(logits[:, -1].softmax(-1), 1, generator=generator)
+            logits, state = model(ids, state)
+        return length // 4
+
+    loop = timed(module_loop)
+    start = time.perf_counter()
+    next(Sampler(model, vocab).generate_ids(prompt, 1, 1.0, 0, 1.0, 1, 1))
+    first = time.perf_counter() - start
+    return {"one": one, "batch": batch, "loop": loop, "first": first}
+
+
+def encoding_speed(path: Path) -> float:
+    """Megabytes of text per second read, decoded, split and encoded."""
+    size = path.stat().st_size
+
+    def encode() -> int:
+        Corpus.from_text(read_text(path), 0.05)
+        return size
+
+    return timed(encode) / 1e6
+
+
+def run(corpus_path: Path | None, steps: int = 20, length: int = 2000, streams: int = 32) -> list[Row]:
+    """Every measurement, in one process, on this machine."""
+    for name, value, least in (("steps", steps, 1), ("length", length, 4), ("streams", streams, 1)):
+        if value < least:
+            raise OptionError(f"{name} must be at least {least}, not {value}")
+    if corpus_path is not None:
+        corpus = Corpus.from_text(read_text(corpus_path), 0.05)
+    else:  # any text trains at the same speed: a synthetic one of English's alphabet size
+        generator = torch.Generator().manual_seed(0)
+        letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"-\n()0123456789"
+        text = "".join(letters[i] for i in torch.randint(len(letters), (2_000_000,), generator=generator).tolist())
+        corpus = Corpus.from_text(text, 0.05)
+    ours, reference = training_speed(corpus, steps)
+    sampling = sampling_speed(corpus.vocab, length, streams)
+    rows = [
+        Row("training (default model, batch 64 × 128)", ours, reference, "chars/s"),
+        Row("sampling, one stream", sampling["one"], sampling["loop"], "chars/s"),
+        Row(f"sampling, {streams} streams in one batch", sampling["batch"], sampling["loop"], "chars/s"),
+        Row("loaded model to first character", sampling["first"], None, "s"),
+    ]
+    if corpus_path is not None:
+        rows.append(Row(f"reading and encoding {corpus_path.name}", encoding_speed(corpus_path), None, "MB/s"))
+    return rows
