@@ -143,7 +143,7 @@ def predict(text: str, checkpoint: Path | None, k: int) -> None:
     from rich.table import Table
 
     sampler = _load(checkpoint)
-    table = Table("word", "probability", title=f"after {text!r}", title_justify="left")
+    table = Table("next word", "probability")
     for p in sampler.predict_next_word(text, k):
         table.add_row(p.word, f"{p.probability:.4f}")
     Console().print(table)
@@ -169,7 +169,8 @@ def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: b
     if checkpoint is None:
         checkpoint = _newest()
     r = run_evaluation(checkpoint, file, words, baseline)
-    table = Table("measure", "model", *(["word trigram"] if baseline else []), title=f"{checkpoint} on {r.file}", title_justify="left")
+    click.echo(f"{checkpoint} on {r.file}:")
+    table = Table("measure", "model", *(["word trigram"] if baseline else []))
     table.add_row("bits per character", f"{r.bits_per_char:.4f}", *(["-"] if baseline else []))
     table.add_row(f"perplexity per token ({r.tokens:,} tokens)", f"{r.perplexity:.2f}", *(["-"] if baseline else []))
     table.add_row(f"next word top-1 ({r.words_scored:,} words)", f"{r.top1:.1%}", *([f"{r.baseline_top1:.1%}"] if baseline else []))
@@ -193,7 +194,7 @@ def bench(corpus: Path | None, steps: int, length: int, streams: int) -> None:
 
     from .bench import run
 
-    table = Table("measure", "chargen", "plain PyTorch", "ratio", title="chargen bench", title_justify="left")
+    table = Table("measure", "chargen", "plain PyTorch", "ratio")
     for row in run(corpus, steps, length, streams):
         reference = "" if row.reference is None else f"{row.reference:,.0f} {row.unit}"
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}×"

@@ -6,7 +6,8 @@ probability of the tokens that spell it (the tokenizer's own spelling of it, for
 vocabularies) times the probability that the token after it is not a letter: the product of real
 next-token probabilities, never renormalised. Prefixes are expanded most probable first, and a word
 is reported only when no unexplored prefix is more probable, so the k words returned are the model's
-k most probable words, in order, with their exact probabilities.
+k most probable words, in order, with their exact probabilities. A prefix less probable than k words
+already found is never expanded: none of its words could rank among the k.
 """
 from __future__ import annotations
 
@@ -110,17 +111,23 @@ class WordSearch:
         heap: list = []
         order = itertools.count()
         found: list[WordPrediction] = []
+        best: list[float] = []  # the k highest log-probabilities of words pushed so far (a min-heap)
+
+        def threshold() -> float:
+            """A prefix less probable than k known words cannot lead to one of the k best: it is dropped."""
+            return best[0] if len(best) == k else -math.inf
 
         def push_children(prefix: _Prefix, logprobs: torch.Tensor, state: State) -> None:
-            if prefix.text.strip():
-                boundary = torch.logsumexp(logprobs[self.classes.boundary], 0).item()
-                if self.canonical(prefix.text, prefix.ids):
-                    heapq.heappush(heap, (-(prefix.logp + boundary), next(order), prefix.text[len(lead) :]))
+            if prefix.text.strip() and self.canonical(prefix.text, prefix.ids):
+                logp = prefix.logp + torch.logsumexp(logprobs[self.classes.boundary], 0).item()
+                heapq.heappush(heap, (-logp, next(order), prefix.text[len(lead) :]))
+                (heapq.heappush if len(best) < k else heapq.heappushpop)(best, logp)
             ids = self.allowed(prefix.text, lead).nonzero().squeeze(1)
+            logps = prefix.logp + logprobs[ids].double()
+            keep = logps >= threshold()
             texts = self.vocab.token_texts
-            for i, lp in zip(ids.tolist(), logprobs[ids].tolist()):
-                child = _Prefix(prefix.text + texts[i], prefix.ids + (i,), state, prefix.logp + lp)
-                heapq.heappush(heap, (-child.logp, next(order), child))
+            for i, logp in zip(ids[keep].tolist(), logps[keep].tolist()):
+                heapq.heappush(heap, (-logp, next(order), _Prefix(prefix.text + texts[i], prefix.ids + (i,), state, logp)))
 
         push_children(_Prefix("", (), state, 0.0), logits.float().log_softmax(-1), state)
         expansions = 0
@@ -133,7 +140,11 @@ class WordSearch:
                 break
             batch = []
             while heap and not isinstance(heap[0][2], str) and len(batch) < BATCH:
-                batch.append(heapq.heappop(heap)[2])
+                prefix = heapq.heappop(heap)[2]
+                if prefix.logp >= threshold():
+                    batch.append(prefix)
+            if not batch:
+                continue
             expansions += len(batch)
             tokens = torch.tensor([p.ids[-1] for p in batch])
             out, states = self.stepper.step(tokens, _stack([p.state for p in batch]))

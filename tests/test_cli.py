@@ -101,7 +101,7 @@ def test_word_model_train_predict_eval(tmp_path, tiny_file):
     assert result.exit_code == 0, result.output
     result = run("predict", "the quick brown fox jumps over the", "-k", 3, "-c", out)
     assert result.exit_code == 0, result.output
-    assert "word" in result.stdout and "probability" in result.stdout
+    assert "next word" in result.stdout and "probability" in result.stdout
     assert result.stdout.count("0.") >= 3  # three probabilities
     result = run("eval", "-c", out, "--words", 10, "--baseline")
     assert result.exit_code == 0, result.output
@@ -115,3 +115,12 @@ def test_predict_and_eval_bad_input(tmp_path, trained):
     bad(run("eval", tmp_path / "missing.txt", "-c", trained), 1, "no such file")
     bad(run("eval", "-c", trained, "--words", 0), 2, "words must be at least 1")
     bad(run("train", trained.parent / "tiny.txt", "--vocab-size", 100, "--out", tmp_path / "x"), 2, "vocab-size applies")
+
+
+def test_bench_reports_every_measure():
+    result = run("bench", "--steps", 1, "--length", 8, "--streams", 2)
+    assert result.exit_code == 0, result.output
+    for measure in ("training (default model", "sampling, one stream", "sampling, 2 streams", "first character"):
+        assert measure in result.stdout
+    assert result.stdout.count("×") == 3  # a ratio for each measure with a reference
+    bad(run("bench", "--steps", 0), 2, "steps must be at least 1")
