@@ -5,6 +5,7 @@ the same process; each measurement is short and follows a warm-up.
 """
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,13 +49,15 @@ class ReferenceLSTM(nn.Module):
         return self.head(output), state
 
 
-def timed(fn: Callable[[], int], warmup: int = 1) -> float:
-    """Units of work per second of fn, which does the work and returns how many units it did."""
-    for _ in range(warmup):
-        fn()
-    start = time.perf_counter()
-    units = fn()
-    return units / (time.perf_counter() - start)
+def timed(fn: Callable[[], int], repeats: int = 3) -> float:
+    """Units of work per second of fn (which returns how many units it did): the median of repeats after a warm-up."""
+    fn()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        units = fn()
+        rates.append(units / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def training_speed(corpus: Corpus, steps: int) -> tuple[float, float]:
@@ -142,8 +145,8 @@ def run(corpus_path: Path | None, steps: int = 20, length: int = 2000, streams: 
         letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"-\n()0123456789"
         text = "".join(letters[i] for i in torch.randint(len(letters), (2_000_000,), generator=generator).tolist())
         corpus = Corpus.from_text(text, 0.05)
-    ours, reference = training_speed(corpus, steps)
     sampling = sampling_speed(corpus.vocab, length, streams)
+    ours, reference = training_speed(corpus, steps)
     rows = [
         Row("training (default model, batch 64 × 128)", ours, reference, "chars/s"),
         Row("sampling, one stream", sampling["one"], sampling["loop"], "chars/s"),

@@ -8,9 +8,9 @@ import click
 
 from . import __version__
 from .errors import ChargenError, OptionError
-from .model import CELLS, INPUTS, NONLINEARITIES, ModelConfig
+from .model import CELLS, INPUTS, NONLINEARITIES, PRECISIONS, ModelConfig
 from .sample import Sampler, load
-from .train import PRECISIONS, TrainConfig
+from .train import TrainConfig
 
 
 class Group(click.Group):

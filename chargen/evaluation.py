@@ -14,7 +14,7 @@ from . import checkpoint
 from .corpus import file_sha256, read_text
 from .errors import ChargenError, OptionError
 from .ngram import WordTrigram
-from .predict import WordSearch, is_word_char, split_context
+from .predict import is_word_char, split_context
 from .sample import Sampler
 
 CHUNK = 4096  # tokens per model call when reading a long text
@@ -78,7 +78,7 @@ def evaluate_text(sampler: Sampler, text: str, max_words: int | None = 1000, k: 
     model, vocab = sampler.model, sampler.vocab
     pattern = word_pattern(text)
     positions = evenly([(p, w) for p, w in word_positions(text) if split_context(text[:p])[0]], max_words)
-    search = WordSearch(sampler.stepper, vocab)
+    search = sampler.word_search
     state, last_logits, bits, tokens = None, None, 0.0, 0
 
     def read(segment: str) -> None:

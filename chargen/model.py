@@ -1,6 +1,7 @@
 """The language model: tokens (characters, words or subwords) in, a distribution over the next token out."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
@@ -15,6 +16,7 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 INPUTS = ("embedding", "onehot")
 NONLINEARITIES = ("tanh", "relu")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -103,3 +105,15 @@ def detach_state(state: State | None) -> State | None:
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
+
+
+def resolve_precision(precision: str) -> str:
+    """auto means bfloat16 where the processor computes it natively, else float32."""
+    if precision != "auto":
+        return precision
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fp32"
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager:
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import cached_property
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from . import checkpoint
 from .corpus import Vocabulary
 from .errors import ChargenError, OptionError
-from .model import LanguageModel, State
+from .model import PRECISIONS, LanguageModel, State
 from .predict import WordPrediction, WordSearch, split_context
 from .step import Stepper
 from .tokenizer import TokenVocabulary
@@ -34,7 +35,7 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, gen
     """One id per row of logits (N, V): greedy at temperature 0, else drawn from the filtered softmax."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    logits = logits.float() if temperature == 1 else logits.float() / temperature
     if 0 < top_k < logits.size(-1):
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, -math.inf)
@@ -56,11 +57,11 @@ def repeat_state(state: State, n: int) -> State:
 class Sampler:
     """A trained model and its vocabulary: writes text in the style of its corpus and predicts what comes next."""
 
-    def __init__(self, model: LanguageModel, vocab: Vocabulary | TokenVocabulary, folder: Path | None = None):
+    def __init__(self, model: LanguageModel, vocab: Vocabulary | TokenVocabulary, folder: Path | None = None, precision: str = "auto"):
         self.model = model.eval()
         self.vocab = vocab
         self.folder = folder
-        self.stepper = Stepper(model)
+        self.stepper = Stepper(model, precision)  # for generation; predictions always use float32 figures
 
     def prompt_ids(self, prompt: str) -> torch.Tensor:
         """The prompt as ids; an empty prompt starts the model after a newline (or its first token)."""
@@ -138,10 +139,21 @@ class Sampler:
             raise OptionError(f"k must be at least 1, not {k}")
         context, lead = split_context(text)
         logits, state = self.context(context)
-        return WordSearch(self.stepper, self.vocab).run(logits, state, lead, k)
+        return self.word_search.run(logits, state, lead, k)
+
+    @cached_property
+    def word_search(self) -> WordSearch:
+        """Word probabilities in float32, equal to the products of next_token_probs."""
+        return WordSearch(Stepper(self.model, "fp32"), self.vocab)
 
 
-def load(path: str | Path | None = None) -> Sampler:
-    """The best model of a checkpoint folder (default: the newest under ./checkpoints/), ready to generate."""
+def load(path: str | Path | None = None, precision: str = "auto") -> Sampler:
+    """The best model of a checkpoint folder (default: the newest under ./checkpoints/), ready to generate.
+
+    precision "auto" steps in bf16 where the processor computes it natively; "fp32" gives the fused
+    float32 layer's figures exactly.
+    """
+    if precision not in PRECISIONS:
+        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     ckpt = checkpoint.load(path if path is not None else checkpoint.latest())
-    return Sampler(ckpt.model, ckpt.vocab, ckpt.folder)
+    return Sampler(ckpt.model, ckpt.vocab, ckpt.folder, precision)

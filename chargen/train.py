@@ -1,7 +1,6 @@
 """Training: truncated BPTT over contiguous lanes, Adam, gradient clipping, validation and checkpoints."""
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import time
@@ -16,10 +15,9 @@ from . import __version__, checkpoint
 from .corpus import Corpus, file_sha256, lanes, read_text, windows
 from .embeddings import initialise_embedding
 from .errors import ChargenError, OptionError
-from .model import LanguageModel, ModelConfig, State, detach_state
+from .model import PRECISIONS, LanguageModel, ModelConfig, State, autocast, detach_state, resolve_precision
 from .progress import TrainingDisplay
 
-PRECISIONS = ("auto", "fp32", "bf16")
 LN2 = math.log(2)
 
 
@@ -53,18 +51,6 @@ class TrainConfig:
                 raise OptionError(f"{name.replace('_', '-')} must be zero or positive, not {value}")
         if self.precision not in PRECISIONS:
             raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-
-
-def resolve_precision(precision: str) -> str:
-    """auto means bfloat16 where the processor computes it natively, else float32."""
-    if precision != "auto":
-        return precision
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bf16" if native else "fp32"
-
-
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def bits_per_char(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
