@@ -9,9 +9,9 @@ from .model import LanguageModel, ModelConfig  # noqa: E402
 from .predict import WordPrediction  # noqa: E402
 from .sample import Sampler, load  # noqa: E402
 from .tokenizer import TokenVocabulary  # noqa: E402
-from .train import TrainConfig, Trainer, TrainResult, train  # noqa: E402
+from .train import TrainConfig, Trainer, TrainResult, resume, train  # noqa: E402
 
 __all__ = [
     "ChargenError", "OptionError", "Corpus", "Vocabulary", "TokenVocabulary", "read_text", "LanguageModel", "ModelConfig",
-    "Sampler", "load", "WordPrediction", "Report", "evaluate", "TrainConfig", "Trainer", "TrainResult", "train",
+    "Sampler", "load", "WordPrediction", "Report", "evaluate", "TrainConfig", "Trainer", "TrainResult", "train", "resume",
 ]

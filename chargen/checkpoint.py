@@ -1,11 +1,11 @@
 """Checkpoints: a folder with the weights (safetensors), the config (JSON) and the metrics (JSON lines).
 
-Nothing in a checkpoint is unpickled: weights are plain tensors, everything else is JSON, and the
-optimizer state is read with ``torch.load(weights_only=True)``.
+Nothing in a checkpoint is unpickled: tensors are safetensors, everything else is JSON. All that
+resuming needs (weights, optimizer, the hidden state of each lane, the random number generator and
+the position in the data) is one file, written atomically, so it is never half old and half new.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
@@ -13,20 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .corpus import Vocabulary
 from .tokenizer import TokenVocabulary
 from .errors import ChargenError, OptionError
-from .model import LanguageModel, ModelConfig
+from .model import LanguageModel, ModelConfig, State
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"  # the best weights by validation: what sampling uses
-LAST_WEIGHTS = "last.safetensors"  # the weights at the last save: what resuming uses
-OPTIMIZER = "optimizer.pt"
+RESUME = "resume.safetensors"  # the run as it stood at the last save: what resuming uses
 TOKENIZER = "tokenizer.json"  # word and BPE vocabularies; a character vocabulary lives in config.json
 METRICS = "metrics.jsonl"
 DEFAULT_ROOT = Path("checkpoints")
@@ -59,10 +58,51 @@ def weights_bytes(model: torch.nn.Module) -> bytes:
     return save_safetensors(tensors)
 
 
-def optimizer_bytes(optimizer: torch.optim.Optimizer) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(optimizer.state_dict(), buffer)
-    return buffer.getvalue()
+def resume_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lanes: State | None, progress: dict) -> bytes:
+    """Everything a run needs to continue exactly, as one safetensors file with JSON metadata."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    for index, entries in optimizer_state["state"].items():
+        for name, value in entries.items():
+            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value)
+    if lanes is not None:
+        for i, part in enumerate(lanes if isinstance(lanes, tuple) else (lanes,)):
+            tensors[f"lanes.{i}"] = part
+    tensors["rng"] = torch.get_rng_state()
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
+    metadata = {"progress": json.dumps(progress), "param_groups": json.dumps(optimizer_state["param_groups"])}
+    return save_safetensors(tensors, metadata=metadata)
+
+
+@dataclass
+class ResumeState:
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    lanes: State | None
+    rng: torch.Tensor
+    progress: dict
+
+
+def read_resume(folder: Path) -> ResumeState:
+    path = folder / RESUME
+    if not path.is_file():
+        raise ChargenError(f"{path} is missing: the run cannot be resumed")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        progress, groups = json.loads(metadata["progress"]), json.loads(metadata["param_groups"])
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise ChargenError(f"{path} is corrupt: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    lanes = [tensors[f"lanes.{i}"] for i in range(2) if f"lanes.{i}" in tensors]
+    lane_state = None if not lanes else tuple(lanes) if len(lanes) == 2 else lanes[0]
+    return ResumeState(model, {"state": state, "param_groups": groups}, lane_state, tensors["rng"], progress)
 
 
 def write_vocabulary(folder: Path, vocab: Vocabulary | TokenVocabulary) -> dict:
@@ -88,6 +128,16 @@ def read_vocabulary(folder: Path, entry: dict) -> Vocabulary | TokenVocabulary:
 def append_metrics(folder: Path, record: dict) -> None:
     with open(folder / METRICS, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def trim_metrics(folder: Path, step: int) -> None:
+    """Forget evaluations after step: a run resumed from step will make them again."""
+    path = folder / METRICS
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            write_atomically(path, "".join(kept).encode())
 
 
 def is_checkpoint(folder: str | Path) -> bool:

@@ -45,17 +45,19 @@ def _newest() -> Path:
     return folder
 
 
-def _load(checkpoint: Path | None) -> Sampler:
-    return load(checkpoint if checkpoint is not None else _newest())
+def _load(checkpoint: Path | None, precision: str = "auto") -> Sampler:
+    return load(checkpoint if checkpoint is not None else _newest(), precision)
 
 
 @cli.command()
-@click.argument("corpus", type=click.Path(path_type=Path))
+@click.argument("corpus", type=click.Path(path_type=Path), required=False)
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue the run saved in this checkpoint folder.")
 @click.option("--out", type=click.Path(path_type=Path), help="Checkpoint folder  [default: checkpoints/<corpus stem>]")
 @click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
 @click.option("--keep-newlines", is_flag=True, help="Keep \\r\\n and \\r line endings as they are.")
 @click.option("--val-fraction", type=float, default=0.05, show_default=True, help="Last part of the text held out for validation.")
+@click.option("--cache/--no-cache", default=True, show_default=True, help="Keep the encoded text in ~/.cache/chargen so the next run starts at once.")
 @click.option("--tokenizer", type=click.Choice(["char", "word", "bpe"]), default="char", show_default=True, help="Model characters, words or BPE subwords.")
 @click.option("--vocab-size", type=int, help="Largest word or BPE vocabulary  [default: 10000 words, 4000 bpe]")
 @click.option("--min-frequency", type=int, default=2, show_default=True, help="Fewest occurrences for a word or merge to enter the vocabulary.")
@@ -82,23 +84,39 @@ def _load(checkpoint: Path | None) -> Sampler:
 @click.option("--patience", type=int, default=TrainConfig.patience, show_default=True, help="Stop when validation has not improved for this many evaluations; 0 never stops.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=TrainConfig.precision, show_default=True, help="auto: bf16 where the CPU has it natively.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def train(corpus: Path, **options) -> None:
-    """Train a model on the text file CORPUS.
+@click.pass_context
+def train(ctx: click.Context, corpus: Path | None, resume: Path | None, **options) -> None:
+    """Train a model on the text file CORPUS, or continue a saved run with --resume.
+
+    Ctrl-C (or SIGTERM) stops after the current step and saves the run; --resume continues it exactly.
+    The limits (--max-steps, --max-epochs, --max-time, --patience) count the whole run and may be
+    raised when resuming; every other option stays as the run began.
 
     \b
       chargen train war_and_peace.txt --max-time 600
       chargen train poems.txt --cell gru --layers 3 --hidden 256 --out checkpoints/poems-gru
       chargen train war_and_peace.txt --tokenizer word --tie-weights --out checkpoints/wp-words
+      chargen train --resume checkpoints/war_and_peace --max-time 3600
     """
+    from .train import resume as resume_training
     from .train import train as run_training
 
-    result = run_training(corpus, **options)
+    if resume is not None:
+        given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+        quiet, cache = given.pop("quiet", False), given.pop("cache", True)
+        result = resume_training(resume, corpus, cache=cache, quiet=quiet, **given)
+    elif corpus is None:
+        raise click.UsageError("name a CORPUS text file to train on, or --resume DIR to continue a run")
+    else:
+        result = run_training(corpus, **options)
     click.echo(
         f"{result.stopped_because}: {result.steps:,} steps, {result.chars:,} characters in {result.elapsed_s:.0f} s; "
-        f"validation {result.last_val_bpc:.4f} bpc (best {result.best_val_bpc:.4f}).\n"
-        f"Checkpoint: {result.folder}\nNext: chargen sample --checkpoint {result.folder} --prompt \"...\"",
+        f"validation {result.last_val_bpc:.4f} bpc (best {result.best_val_bpc:.4f}).\nCheckpoint: {result.folder}",
         err=True,
     )
+    if result.interrupted:
+        click.echo(f"Saved at step {result.steps:,}; continue with: chargen train --resume {result.folder}", err=True)
+    click.echo(f"Next: chargen sample --checkpoint {result.folder} --prompt \"...\"", err=True)
 
 
 @cli.command()
@@ -110,14 +128,17 @@ def train(corpus: Path, **options) -> None:
 @click.option("--top-p", type=float, default=1.0, show_default=True, help="Draw only from the smallest set holding this probability.")
 @click.option("--seed", type=int, help="The same seed gives the same text.")
 @click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, generated as one batch.")
-def sample(checkpoint: Path | None, prompt: str, length: int, temperature: float, top_k: int, top_p: float, seed: int | None, num_samples: int) -> None:
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="auto: bf16 steps where the CPU has it natively.")
+def sample(
+    checkpoint: Path | None, prompt: str, length: int, temperature: float, top_k: int, top_p: float, seed: int | None, num_samples: int, precision: str
+) -> None:
     """Generate text from a trained model; text goes to stdout, messages to stderr.
 
     \b
       chargen sample --prompt "Napoleon was" --length 300 --temperature 0.8
       chargen sample -c checkpoints/tinyshakespeare --num-samples 4 --seed 1
     """
-    sampler = _load(checkpoint)
+    sampler = _load(checkpoint, precision)
     if num_samples == 1:
         for piece in sampler.stream(prompt, length, temperature, top_k, top_p, seed):
             sys.stdout.write(piece)

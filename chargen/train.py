@@ -1,8 +1,11 @@
 """Training: truncated BPTT over contiguous lanes, Adam, gradient clipping, validation and checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
@@ -12,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, checkpoint
-from .corpus import Corpus, file_sha256, lanes, read_text, windows
+from .corpus import Corpus, file_sha256, lanes, windows
 from .embeddings import initialise_embedding
 from .errors import ChargenError, OptionError
 from .model import PRECISIONS, LanguageModel, ModelConfig, State, autocast, detach_state, resolve_precision
@@ -84,6 +87,27 @@ class TrainResult:
     best_val_bpc: float
     last_val_bpc: float
     stopped_because: str
+    interrupted: bool = False  # stopped by a signal, saved without a last validation: resume it
+
+
+@dataclass
+class Progress:
+    """Where a run stands, besides its tensors: saved with them, so a resumed run continues exactly."""
+
+    step: int = 0
+    tokens: int = 0
+    epoch: int = 0
+    window: int = 0  # the next window of the epoch to train on
+    elapsed_s: float = 0.0  # wall-clock time of the run so far, earlier sessions included
+    best_val: float | None = None
+    last_val: float | None = None
+    evals_since_best: int = 0
+    bits_since_eval: float = 0.0  # for the training bpc reported at the next evaluation
+    chars_since_eval: float = 0.0
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived: finish the step, save, stop."""
 
 
 class Trainer:
@@ -100,21 +124,32 @@ class Trainer:
         self.train_tokens_per_char = len(corpus.train) / corpus.train_chars
         self.val_tokens_per_char = len(corpus.val) / corpus.val_chars
         self.steps_per_epoch = math.ceil(self.inputs.size(1) / config.seq_len)
-        self.step = self.tokens = 0
-        self.best_val = self.last_val = math.inf
-        self.evals_since_best = 0
+        self.progress = Progress()
+        self.lane_state: State | None = None
+        self.stop_signal: int | None = None
         self.vocabulary_entry = checkpoint.write_vocabulary(folder, corpus.vocab)
+
+    def restore(self, saved: checkpoint.ResumeState) -> None:
+        """Continue from a saved run: weights, optimizer, lanes' hidden state, random numbers, position."""
+        self.model.load_state_dict(saved.model)
+        self.optimizer.load_state_dict(saved.optimizer)
+        self.lane_state = saved.lanes
+        torch.set_rng_state(saved.rng)
+        self.progress = Progress(**saved.progress)
+        checkpoint.trim_metrics(self.folder, self.progress.step)
 
     @property
     def chars(self) -> int:
         """Characters of text trained on so far (tokens for a character model)."""
-        return round(self.tokens / self.train_tokens_per_char)
+        return round(self.progress.tokens / self.train_tokens_per_char)
 
     def batches(self) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
-        """(epoch, window index, inputs, targets) for ever; window 0 starts a new pass over the lanes."""
-        for epoch in itertools.count():
-            for i, (x, y) in enumerate(windows(self.inputs, self.targets, self.config.seq_len)):
+        """(epoch, window index, inputs, targets) from the saved position on; window 0 starts a new pass."""
+        first = self.progress.window
+        for epoch in itertools.count(self.progress.epoch):
+            for i, (x, y) in enumerate(windows(self.inputs, self.targets, self.config.seq_len, first * self.config.seq_len), first):
                 yield epoch, i, x, y
+            first = 0
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> tuple[float, State]:
         with autocast(self.precision):
@@ -127,93 +162,115 @@ class Trainer:
         self.optimizer.step()
         return loss.item(), detach_state(state)
 
-    def fraction_done(self, epoch: int, window: int, elapsed: float) -> float:
+    def fraction_done(self, elapsed: float) -> float:
         """How far training is towards the nearest of its stopping limits."""
-        c = self.config
+        c, p = self.config, self.progress
         parts = [0.0]
         if c.max_steps:
-            parts.append(self.step / c.max_steps)
+            parts.append(p.step / c.max_steps)
         if c.max_epochs:
-            parts.append((epoch + window / self.steps_per_epoch) / c.max_epochs)
+            parts.append((p.epoch + p.window / self.steps_per_epoch) / c.max_epochs)
         if c.max_time:
             parts.append(elapsed / c.max_time)
         return max(parts)
 
     def stop_reason(self, epoch: int, elapsed: float) -> str | None:
         c = self.config
-        if c.max_steps and self.step >= c.max_steps:
+        if c.max_steps and self.progress.step >= c.max_steps:
             return f"reached --max-steps {c.max_steps}"
         if c.max_epochs and epoch >= c.max_epochs:
             return f"reached --max-epochs {c.max_epochs}"
         if c.max_time and elapsed >= c.max_time:
             return f"reached --max-time {c.max_time:g} s"
-        if c.patience and self.evals_since_best >= c.patience:
+        if c.patience and self.progress.evals_since_best >= c.patience:
             return f"validation did not improve for {c.patience} evaluations (--patience)"
         return None
 
+    @contextlib.contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """The first SIGINT or SIGTERM ends the run after the current step, saved; a second stops it at once."""
+
+        def request_stop(signum, frame) -> None:
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
     def run(self) -> TrainResult:
-        c = self.config
+        p = self.progress
         self.model.train()
-        start = time.perf_counter()
-        state, window_bits, window_chars = None, 0.0, 0
-        reason = None
-        with self.display:
-            try:
-                for epoch, window, x, y in self.batches():
-                    reason = self.stop_reason(epoch, time.perf_counter() - start)
-                    if reason:
-                        break
-                    if window == 0:
-                        state = None  # each pass over the data starts from a zero state
-                    bpc, state = self.train_step(x, y, state)
-                    if not math.isfinite(bpc):
-                        raise ChargenError(
-                            f"the loss became {bpc} at step {self.step + 1}; try a lower --lr or a tighter --clip "
-                            f"(the last good checkpoint in {self.folder} is kept)"
-                        )
-                    self.step += 1
-                    self.tokens += y.numel()
-                    window_bits += bpc * y.numel()
-                    window_chars += y.numel() / self.train_tokens_per_char
-                    elapsed = time.perf_counter() - start
-                    if self.step % c.eval_every == 0:
-                        self.validate_and_save(window_bits / window_chars, elapsed)
-                        window_bits, window_chars = 0.0, 0
-                    self.display.update(
-                        self.fraction_done(epoch, window + 1, elapsed),
-                        self.step,
-                        window_bits / window_chars if window_chars else None,
-                        None if math.isinf(self.last_val) else self.last_val,
-                        self.chars / elapsed,
+        start = time.perf_counter() - p.elapsed_s
+        state, reason = self.lane_state, None
+        with self.display, self.stop_on_signals():
+            for epoch, window, x, y in self.batches():
+                reason = self.stop_reason(epoch, time.perf_counter() - start)
+                if reason is None and self.stop_signal is not None:
+                    reason = f"stopped by {signal.Signals(self.stop_signal).name}"
+                if reason:
+                    break
+                if window == 0:
+                    state = None  # each pass over the data starts from a zero state
+                bpc, state = self.train_step(x, y, state)
+                if not math.isfinite(bpc):
+                    raise ChargenError(
+                        f"the loss became {bpc} at step {p.step + 1}; try a lower --lr or a tighter --clip "
+                        f"(the last good checkpoint in {self.folder} is kept)"
                     )
-            except KeyboardInterrupt:
-                reason = "interrupted"
-            if window_chars:  # steps since the last evaluation still deserve one
-                self.validate_and_save(window_bits / window_chars, time.perf_counter() - start)
-        return TrainResult(self.folder, self.step, self.chars, time.perf_counter() - start, self.best_val, self.last_val, reason or "done")
+                p.step += 1
+                p.tokens += y.numel()
+                p.bits_since_eval += bpc * y.numel()
+                p.chars_since_eval += y.numel() / self.train_tokens_per_char
+                p.epoch, p.window = (epoch + 1, 0) if window + 1 == self.steps_per_epoch else (epoch, window + 1)
+                self.lane_state = None if p.window == 0 else state
+                p.elapsed_s = time.perf_counter() - start
+                if p.step % self.config.eval_every == 0:
+                    self.validate_and_save()
+                self.display.update(
+                    self.fraction_done(p.elapsed_s),
+                    p.step,
+                    p.bits_since_eval / p.chars_since_eval if p.chars_since_eval else None,
+                    p.last_val,
+                    self.chars / p.elapsed_s,
+                )
+            if self.stop_signal is not None:
+                self.save()  # no validation: the user is waiting
+            elif p.chars_since_eval:  # steps since the last evaluation still deserve one
+                self.validate_and_save()
+        best, last = (math.inf if v is None else v for v in (p.best_val, p.last_val))
+        return TrainResult(self.folder, p.step, self.chars, p.elapsed_s, best, last, reason or "done", self.stop_signal is not None)
 
-    def validate_and_save(self, train_bpc: float, elapsed: float) -> None:
-        c = self.config
+    def validate_and_save(self) -> None:
+        c, p = self.config, self.progress
         val = bits_per_token(self.model, self.corpus.val, c.batch_size, c.seq_len, self.precision) * self.val_tokens_per_char
-        self.last_val = val
-        improved = val < self.best_val
-        if improved:
-            self.best_val, self.evals_since_best = val, 0
-        else:
-            self.evals_since_best += 1
-        record = {"step": self.step, "chars": self.chars, "elapsed_s": round(elapsed, 3), "train_bpc": train_bpc, "val_bpc": val}
-        self.save(improved, record, elapsed)
-        self.display.show_val(val)
-        mark = "  (best, saved)" if improved else ""
-        self.display.log(f"step {self.step:>6}  train {train_bpc:.4f}  val {val:.4f} bpc{mark}")
-
-    def save(self, improved: bool, record: dict, elapsed: float) -> None:
-        """Weights and optimizer first, config.json last: the config marks a complete checkpoint."""
+        train_bpc = p.bits_since_eval / p.chars_since_eval
+        improved = p.best_val is None or val < p.best_val
+        p.last_val = val
+        p.best_val, p.evals_since_best = (val, 0) if improved else (p.best_val, p.evals_since_best + 1)
+        p.bits_since_eval = p.chars_since_eval = 0.0
         if improved:
             checkpoint.write_atomically(self.folder / checkpoint.WEIGHTS, checkpoint.weights_bytes(self.model))
-        checkpoint.write_atomically(self.folder / checkpoint.LAST_WEIGHTS, checkpoint.weights_bytes(self.model))
-        checkpoint.write_atomically(self.folder / checkpoint.OPTIMIZER, checkpoint.optimizer_bytes(self.optimizer))
-        checkpoint.append_metrics(self.folder, record)
+        self.save()
+        checkpoint.append_metrics(
+            self.folder, {"step": p.step, "chars": self.chars, "elapsed_s": round(p.elapsed_s, 3), "train_bpc": train_bpc, "val_bpc": val}
+        )
+        self.display.show_val(val)
+        mark = "  (best, saved)" if improved else ""
+        self.display.log(f"step {p.step:>6}  train {train_bpc:.4f}  val {val:.4f} bpc{mark}")
+
+    def save(self) -> None:
+        """The resume state, then config.json: the config marks a complete checkpoint."""
+        p = self.progress
+        data = checkpoint.resume_bytes(self.model, self.optimizer, self.lane_state, asdict(p))
+        checkpoint.write_atomically(self.folder / checkpoint.RESUME, data)
         config = {
             "format_version": checkpoint.FORMAT_VERSION,
             "chargen_version": __version__,
@@ -221,13 +278,7 @@ class Trainer:
             "vocabulary": self.vocabulary_entry,
             "training": {**asdict(self.config), "precision_used": self.precision},
             **self.meta,
-            "progress": {
-                "step": self.step,
-                "chars": self.chars,
-                "elapsed_s": round(elapsed, 3),
-                "best_val_bpc": self.best_val,
-                "last_val_bpc": self.last_val,
-            },
+            "progress": {"step": p.step, "chars": self.chars, "elapsed_s": round(p.elapsed_s, 3), "best_val_bpc": p.best_val, "last_val_bpc": p.last_val},
         }
         checkpoint.write_json(self.folder / checkpoint.CONFIG, config)
 
@@ -238,7 +289,10 @@ def prepare_folder(folder: Path, overwrite: bool) -> None:
         raise ChargenError(f"--out {folder} is a file, not a folder")
     if checkpoint.is_checkpoint(folder):
         if not overwrite:
-            raise ChargenError(f"{folder} already holds a checkpoint: choose another --out, or pass --overwrite to replace it")
+            raise ChargenError(
+                f"{folder} already holds a checkpoint: continue it with --resume {folder}, choose another --out, "
+                "or pass --overwrite to replace it"
+            )
         (folder / checkpoint.METRICS).unlink(missing_ok=True)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -249,6 +303,26 @@ def prepare_folder(folder: Path, overwrite: bool) -> None:
 
 
 MODEL_OPTIONS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+LIMITS = {"max_steps", "max_epochs", "max_time", "patience"}  # what a resumed run may change
+
+
+def check_length(data: Corpus, config: TrainConfig, path: Path) -> None:
+    needed = config.batch_size * config.seq_len + 1
+    if len(data.train) < needed:
+        raise ChargenError(
+            f"the training part of {path} has {len(data.train)} tokens, fewer than one batch window "
+            f"(batch-size {config.batch_size} × seq-len {config.seq_len} + 1 = {needed}): "
+            "use a longer text or a smaller --batch-size or --seq-len"
+        )
+
+
+def describe(display: TrainingDisplay, path: Path, data: Corpus, model: LanguageModel, config: TrainConfig, folder: Path) -> None:
+    unit = "characters" if data.vocab.kind == "char" else f"{data.vocab.kind} tokens"
+    display.log(
+        f"{path}: {len(data.train):,} training and {len(data.val):,} validation {unit}, "
+        f"{len(data.vocab):,} distinct; model {model.num_parameters():,} parameters; "
+        f"precision {resolve_precision(config.precision)}; checkpoint in {folder}"
+    )
 
 
 def train(
@@ -264,6 +338,7 @@ def train(
     min_frequency: int = 2,
     embeddings: str | Path | None = None,
     freeze_embeddings: bool = False,
+    cache: bool = True,
     quiet: bool = False,
     **options,
 ) -> TrainResult:
@@ -278,14 +353,9 @@ def train(
     if embeddings is not None and model_config.input != "embedding":
         raise OptionError("embeddings needs --input embedding")
     path = Path(corpus)
-    data = Corpus.from_text(read_text(path, encoding, keep_newlines), val_fraction, tokenizer, vocab_size, min_frequency)
-    needed = config.batch_size * config.seq_len + 1
-    if len(data.train) < needed:
-        raise ChargenError(
-            f"the training part of {path} has {len(data.train)} tokens, fewer than one batch window "
-            f"(batch-size {config.batch_size} × seq-len {config.seq_len} + 1 = {needed}): "
-            "use a longer text or a smaller --batch-size or --seq-len"
-        )
+    vocab_options = {"tokenizer": tokenizer, "vocab_size": vocab_size, "min_frequency": min_frequency}
+    data = Corpus.from_file(path, val_fraction, encoding, keep_newlines, cache, **vocab_options)
+    check_length(data, config, path)
     folder = Path(out) if out is not None else checkpoint.DEFAULT_ROOT / path.stem
     prepare_folder(folder, overwrite)
     torch.manual_seed(config.seed)
@@ -303,16 +373,47 @@ def train(
             "val_fraction": val_fraction,
             "encoding": encoding,
             "keep_newlines": keep_newlines,
+            **vocab_options,
         },
     }
     if embeddings is not None:
         covered = initialise_embedding(model.embedding, embeddings, data.vocab.token_texts, freeze_embeddings)
         meta["embeddings"] = {"path": str(embeddings), "covered": covered, "frozen": freeze_embeddings}
         display.log(f"{embeddings}: vectors for {covered:,} of {len(data.vocab):,} vocabulary tokens{' (frozen)' if freeze_embeddings else ''}")
-    unit = "characters" if tokenizer == "char" else f"{tokenizer} tokens"
-    display.log(
-        f"{path}: {len(data.train):,} training and {len(data.val):,} validation {unit}, "
-        f"{len(data.vocab):,} distinct; model {model.num_parameters():,} parameters; "
-        f"precision {resolve_precision(config.precision)}; checkpoint in {folder}"
-    )
+    describe(display, path, data, model, config, folder)
     return Trainer(model, data, config, folder, meta, display).run()
+
+
+def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool = True, quiet: bool = False, **limits) -> TrainResult:
+    """Continue a saved run exactly where it stopped; only its limits (max_steps, max_time, ...) may change.
+
+    The limits count the whole run, earlier sessions included. corpus names the text if it has moved.
+    """
+    changed = set(limits) - LIMITS
+    if changed:
+        raise OptionError(f"a resumed run keeps its options; only {', '.join(sorted(LIMITS))} can change, not {', '.join(sorted(changed))}")
+    folder = Path(folder)
+    ckpt = checkpoint.load(folder)
+    saved = checkpoint.read_resume(folder)
+    recorded = ckpt.config["corpus"]
+    path = Path(corpus) if corpus is not None else Path(recorded["path"])
+    if not path.is_file():
+        raise ChargenError(f"the run's corpus {path} is not here: name it with  chargen train --resume {folder} CORPUS")
+    if file_sha256(path) != recorded["sha256"]:
+        raise ChargenError(f"{path} is not the text this run trained on (its sha256 differs)")
+    options = {k: recorded[k] for k in ("tokenizer", "vocab_size", "min_frequency") if k in recorded}
+    data = Corpus.from_file(path, recorded["val_fraction"], recorded["encoding"], recorded["keep_newlines"], cache, **options)
+    if data.vocab != ckpt.vocab:
+        raise ChargenError(f"{path} no longer gives the vocabulary in {folder}: the run cannot continue on it")
+    training = {k: v for k, v in ckpt.config["training"].items() if k != "precision_used"}
+    config = TrainConfig(**{**training, **limits})
+    model = ckpt.model
+    if ckpt.config.get("embeddings", {}).get("frozen"):
+        model.embedding.weight.requires_grad_(False)
+    meta = {k: ckpt.config[k] for k in ("corpus", "embeddings") if k in ckpt.config}
+    display = TrainingDisplay(quiet=quiet)
+    trainer = Trainer(model, data, config, folder, meta, display)
+    trainer.restore(saved)
+    describe(display, path, data, model, config, folder)
+    display.log(f"resuming at step {trainer.progress.step:,} ({trainer.progress.elapsed_s:.0f} s trained so far)")
+    return trainer.run()

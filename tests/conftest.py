@@ -19,6 +19,14 @@ def shared_corpus(name: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Encoded corpora go to a temporary cache, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture
 def tiny_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"

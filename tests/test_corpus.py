@@ -118,3 +118,31 @@ def test_thai_multibyte_crlf():
     corpus = Corpus.from_text(text)
     assert len(corpus.vocab) > 100
     assert corpus.vocab.decode(np.concatenate([corpus.train, corpus.val])) == text
+
+
+def test_invalid_byte_offset_is_the_files_own_after_line_endings(tmp_path):
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(b"ab\r\ncd\r\n\xffe")
+    with pytest.raises(ChargenError, match=r"byte 0xff at offset 8"):
+        read_text(path)
+
+
+def test_encoded_corpus_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "text.txt"
+    path.write_text("hello world, hello cache\n" * 20, encoding="utf-8")
+    first = Corpus.from_file(path, 0.1, cache=True)
+    entries = list((tmp_path / "cache" / "chargen").glob("*.npz"))
+    assert len(entries) == 1
+    again = Corpus.from_file(path, 0.1, cache=True)
+    assert again.vocab == first.vocab and (again.train == first.train).all() and (again.val == first.val).all()
+    assert (again.train_chars, again.val_chars) == (first.train_chars, first.val_chars)
+    Corpus.from_file(path, 0.2, cache=True)  # other options, another entry
+    words = Corpus.from_file(path, 0.1, cache=True, tokenizer="word")
+    assert len(list((tmp_path / "cache" / "chargen").glob("*.npz"))) == 3
+    assert Corpus.from_file(path, 0.1, cache=True, tokenizer="word").vocab == words.vocab
+    entries[0].write_bytes(b"damaged")
+    assert (Corpus.from_file(path, 0.1, cache=True).train == first.train).all()  # rebuilt, not an error
+    assert entries[0].read_bytes() != b"damaged"
+    path.write_text("a changed text, a changed text\n" * 20, encoding="utf-8")  # new contents, new key
+    assert Corpus.from_file(path, 0.1, cache=True).vocab != first.vocab
