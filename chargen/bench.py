@@ -133,7 +133,7 @@ def encoding_speed(path: Path) -> float:
     return timed(encode) / 1e6
 
 
-def run(corpus_path: Path | None, steps: int = 20, length: int = 2000, streams: int = 32) -> list[Row]:
+def run(corpus_path: Path | None, steps: int = 10, length: int = 2000, streams: int = 32) -> list[Row]:
     """Every measurement, in one process, on this machine."""
     for name, value, least in (("steps", steps, 1), ("length", length, 4), ("streams", streams, 1)):
         if value < least:

@@ -214,9 +214,18 @@ class Corpus:
 
     @classmethod
     def from_file(
-        cls, path: str | Path, val_fraction: float = 0.05, encoding: str = "utf-8", keep_newlines: bool = False, cache: bool = False, **vocab_options
+        cls,
+        path: str | Path,
+        val_fraction: float = 0.05,
+        encoding: str = "utf-8",
+        keep_newlines: bool = False,
+        cache: bool = False,
+        tokenizer: str = "char",
+        vocab_size: int | None = None,
+        min_frequency: int = 2,
     ) -> Corpus:
         """The corpus of a text file; with cache, a second call with the same file and options skips encoding."""
+        vocab_options = {"tokenizer": tokenizer, "vocab_size": vocab_size, "min_frequency": min_frequency}
         if not cache or not Path(path).is_file():  # read_text explains what is wrong with the path
             return cls.from_text(read_text(path, encoding, keep_newlines), val_fraction, **vocab_options)
         options = {"val_fraction": val_fraction, "encoding": encoding, "keep_newlines": keep_newlines, **vocab_options}

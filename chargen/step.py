@@ -1,9 +1,10 @@
 """One token at a time through a trained model: the fused layer's arithmetic without its call overhead.
 
 Generation and word search feed one token per stream per step, where calling `nn.LSTM` costs far more
-than its arithmetic. A `Stepper` concatenates each layer's input and recurrent weights once, so a step
-is one matrix product per layer plus a few element-wise operations, in the same state layout as the
-fused layer: a prompt can run through the fused layer and the steps carry on from its state.
+than its arithmetic. A `Stepper` prepares each layer's weights once, so a step is two matrix products
+per layer plus a few element-wise operations, in the same state layout as the fused layer: a prompt can
+run through the fused layer and the steps carry on from its state. For a small vocabulary, the first
+layer's input product is a table lookup: every token's product is computed once, in float32.
 
 One stream's step is bound by reading the weights from memory, and a batch's by the matrix units:
 in bf16 the weights are half the bytes and the products run on the processor's bf16 units, while the
@@ -16,26 +17,30 @@ import torch.nn.functional as F
 
 from .model import LanguageModel, State, resolve_precision
 
+TABLE_LIMIT = 4096  # largest vocabulary whose first-layer input products are precomputed
+
 
 class Stepper:
     def __init__(self, model: LanguageModel, precision: str = "fp32"):
         self.model = model.eval()
         self.dtype = torch.bfloat16 if resolve_precision(precision) == "bf16" else torch.float32
         self.cell = model.config.cell
-        rnn = model.rnn
+        rnn, hidden = model.rnn, model.config.hidden
+        # PyTorch orders an LSTM's gates i, f, g, o; i, f, o, g lets one sigmoid cover three of them
+        order = torch.cat([torch.arange(2 * hidden), torch.arange(3 * hidden, 4 * hidden), torch.arange(2 * hidden, 3 * hidden)])
         self.layers = []
         with torch.no_grad():
             for layer in range(rnn.num_layers):
                 w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
                 b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
-                if self.cell == "gru":  # the new-gate reads r * (W_hn h + b_hn): input and state products stay apart
-                    self.layers.append((w_ih.to(self.dtype), b_ih.clone(), w_hh.to(self.dtype), b_hh.clone()))
-                else:
-                    weight, bias = torch.cat([w_ih, w_hh], 1), b_ih + b_hh
-                    if self.cell == "lstm":  # gates i, f, g, o reordered to i, f, o, g: one sigmoid covers three
-                        order = torch.cat([torch.arange(0, 2 * rnn.hidden_size), torch.arange(3 * rnn.hidden_size, 4 * rnn.hidden_size), torch.arange(2 * rnn.hidden_size, 3 * rnn.hidden_size)])
-                        weight, bias = weight[order], bias[order]
-                    self.layers.append((weight.to(self.dtype).contiguous(), bias.clone()))
+                if self.cell == "lstm":
+                    w_ih, w_hh, b_ih, b_hh = w_ih[order], w_hh[order], b_ih[order], b_hh[order]
+                self.layers.append([w_ih.to(self.dtype).contiguous(), b_ih.clone(), w_hh.to(self.dtype).contiguous(), b_hh.clone()])
+            self.table = None
+            vocab_size = model.config.vocab_size
+            if vocab_size <= TABLE_LIMIT:
+                w_ih, b_ih = self.layers[0][0].float(), self.layers[0][1]
+                self.table = F.linear(model.encode_inputs(torch.arange(vocab_size)[None])[0], w_ih, b_ih)
         self.activation = torch.relu if getattr(rnn, "nonlinearity", "tanh") == "relu" else torch.tanh
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -47,30 +52,30 @@ class Stepper:
     @torch.inference_mode()
     def step(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """Logits (B, V) for the token after ids (B,), and the new state."""
-        x = self.model.encode_inputs(ids[:, None])[:, 0]
         batch, hidden = ids.size(0), self.model.config.hidden
         if state is None:
-            zeros = x.new_zeros(len(self.layers), batch, hidden)
+            zeros = torch.zeros(len(self.layers), batch, hidden)
             state = (zeros, zeros) if self.cell == "lstm" else zeros
+        x = None if self.table is not None else self.model.encode_inputs(ids[:, None])[:, 0]
         hs, cs = [], []
-        for layer, weights in enumerate(self.layers):
+        for layer, (w_ih, b_ih, w_hh, b_hh) in enumerate(self.layers):
+            from_input = self.table[ids] if layer == 0 and self.table is not None else self.linear(x, w_ih, b_ih)
+            h = state[0][layer] if self.cell == "lstm" else state[layer]
+            from_state = self.linear(h, w_hh, b_hh)
             if self.cell == "lstm":
-                h, c = state[0][layer], state[1][layer]
-                gates = self.linear(torch.cat([x, h], 1), weights[0], weights[1])
+                gates = from_input + from_state
                 i, f, o = gates[:, : 3 * hidden].sigmoid().chunk(3, 1)
-                c = torch.addcmul(f * c, i, gates[:, 3 * hidden :].tanh())
+                c = torch.addcmul(f * state[1][layer], i, gates[:, 3 * hidden :].tanh())
                 x = o * c.tanh()
                 cs.append(c)
             elif self.cell == "gru":
-                h = state[layer]
-                w_ih, b_ih, w_hh, b_hh = weights
-                ir, iz, in_ = self.linear(x, w_ih, b_ih).chunk(3, 1)
-                hr, hz, hn = self.linear(h, w_hh, b_hh).chunk(3, 1)
+                ir, iz, in_ = from_input.chunk(3, 1)
+                hr, hz, hn = from_state.chunk(3, 1)
                 r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
                 n = torch.tanh(in_ + r * hn)
                 x = n + z * (h - n)
             else:
-                x = self.activation(self.linear(torch.cat([x, state[layer]], 1), weights[0], weights[1]))
+                x = self.activation(from_input + from_state)
             hs.append(x)
         logits = self.model.head(self.model.project(x))
         new_state = (torch.stack(hs), torch.stack(cs)) if self.cell == "lstm" else torch.stack(hs)
