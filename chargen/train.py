@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import shutil
 import signal
 import threading
 import time
@@ -256,18 +257,33 @@ class Trainer:
         p.last_val = val
         p.best_val, p.evals_since_best = (val, 0) if improved else (p.best_val, p.evals_since_best + 1)
         p.bits_since_eval = p.chars_since_eval = 0.0
-        if improved:
-            checkpoint.write_atomically(self.folder / checkpoint.WEIGHTS, checkpoint.weights_bytes(self.model))
-        self.save()
-        checkpoint.append_metrics(
-            self.folder, {"step": p.step, "chars": self.chars, "elapsed_s": round(p.elapsed_s, 3), "train_bpc": train_bpc, "val_bpc": val}
-        )
+        with self.saving():
+            if improved:
+                checkpoint.write_atomically(self.folder / checkpoint.WEIGHTS, checkpoint.weights_bytes(self.model))
+            self.write_resume_and_config()
+            checkpoint.append_metrics(
+                self.folder, {"step": p.step, "chars": self.chars, "elapsed_s": round(p.elapsed_s, 3), "train_bpc": train_bpc, "val_bpc": val}
+            )
         self.display.show_val(val)
         mark = "  (best, saved)" if improved else ""
         self.display.log(f"step {p.step:>6}  train {train_bpc:.4f}  val {val:.4f} bpc{mark}")
 
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """A failed write (a full disk, a folder gone) stops the run with the previous checkpoint whole."""
+        try:
+            yield
+        except OSError as e:
+            raise ChargenError(
+                f"could not save the checkpoint in {self.folder} ({e.strerror or e}); the previous one is kept"
+            ) from None
+
     def save(self) -> None:
         """The resume state, then config.json: the config marks a complete checkpoint."""
+        with self.saving():
+            self.write_resume_and_config()
+
+    def write_resume_and_config(self) -> None:
         p = self.progress
         data = checkpoint.resume_bytes(self.model, self.optimizer, self.lane_state, asdict(p))
         checkpoint.write_atomically(self.folder / checkpoint.RESUME, data)
@@ -304,6 +320,15 @@ def prepare_folder(folder: Path, overwrite: bool) -> None:
 
 MODEL_OPTIONS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 LIMITS = {"max_steps", "max_epochs", "max_time", "patience"}  # what a resumed run may change
+
+
+def check_space(folder: Path, model: LanguageModel) -> None:
+    """Refuse to start a run whose checkpoint cannot fit on the disk."""
+    # best weights, resume file (weights and two Adam moments), and a temporary copy of the largest
+    needed = model.num_parameters() * 4 * (1 + 3 + 3)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise ChargenError(f"{folder} has {free / 1e6:,.1f} MB free; this model's checkpoint needs about {needed / 1e6:,.1f} MB")
 
 
 def check_length(data: Corpus, config: TrainConfig, path: Path) -> None:
@@ -360,6 +385,7 @@ def train(
     prepare_folder(folder, overwrite)
     torch.manual_seed(config.seed)
     model = LanguageModel(replace(model_config, vocab_size=len(data.vocab)))
+    check_space(folder, model)
     display = TrainingDisplay(quiet=quiet)
     meta = {
         "corpus": {
