@@ -68,11 +68,12 @@ def test_stepper_equals_the_fused_layer(options):
     torch.testing.assert_close(first, expected[:, 0], rtol=1e-5, atol=1e-5)
 
 
-def test_bf16_stepper_stays_close_to_the_fused_layer():
-    """bf16 products with float32 gates and state: near the float32 figures over a long run, not drifting."""
+@pytest.mark.parametrize("streams", [1, 2])  # one stream reads float16 weights, a batch multiplies in bf16
+def test_reduced_precision_stepper_stays_close_to_the_fused_layer(streams):
+    """Reduced-precision products with float32 gates and state: near the float32 figures over a long run."""
     torch.manual_seed(0)
     model = LanguageModel(ModelConfig(vocab_size=11, hidden=64, embedding_dim=16)).eval()
-    tokens = torch.randint(0, 11, (2, 300))
+    tokens = torch.randint(0, 11, (streams, 300))
     with torch.no_grad():
         expected, _ = model(tokens)
     stepper, state = Stepper(model, "bf16"), None
