@@ -64,6 +64,10 @@ def test_train_bad_files(tmp_path):
     bad(run("train", tmp_path / "empty.txt"), 1, "is empty")
     bad(run("train", tmp_path / "short.txt"), 1, "too short")
     bad(run("train", tmp_path / "image.png"), 1, "not valid utf-8 text: byte 0x89 at offset 0")
+    import gzip
+
+    (tmp_path / "archive.gz").write_bytes(gzip.compress(b"some text " * 100))
+    bad(run("train", tmp_path / "archive.gz"), 1, "not valid utf-8 text: byte 0x8b at offset 1")
 
 
 def test_train_keeps_an_existing_checkpoint(trained):
