@@ -8,7 +8,8 @@ import click
 
 from . import __version__
 from .errors import ChargenError, OptionError
-from .model import CELLS, INPUTS, NONLINEARITIES, PRECISIONS, ModelConfig
+from .corpora import KNOWN as KNOWN_CORPORA
+from .model import CELLS, DEVICES, INPUTS, NONLINEARITIES, PRECISIONS, ModelConfig
 from .sample import Sampler, load
 from .train import TrainConfig
 
@@ -49,6 +50,19 @@ def _load(checkpoint: Path | None, precision: str = "auto") -> Sampler:
     return load(checkpoint if checkpoint is not None else _newest(), precision)
 
 
+def _read_config(ctx: click.Context, param: click.Parameter, path: Path | None) -> None:
+    """Options from a file become the command's defaults, so anything on the command line still wins."""
+    if path is None:
+        return
+    from .settings import read_options
+
+    known = {p.name for p in ctx.command.params if p.name not in ("config", "resume")}
+    try:
+        ctx.default_map = {**(ctx.default_map or {}), **read_options(path, known)}
+    except ChargenError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+
+
 @cli.command()
 @click.argument("corpus", type=click.Path(path_type=Path), required=False)
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run saved in this checkpoint folder.")
@@ -82,7 +96,13 @@ def _load(checkpoint: Path | None, precision: str = "auto") -> Sampler:
 @click.option("--max-time", type=float, help="Stop after this many seconds.")
 @click.option("--eval-every", type=int, default=TrainConfig.eval_every, show_default=True, help="Steps between validations.")
 @click.option("--patience", type=int, default=TrainConfig.patience, show_default=True, help="Stop when validation has not improved for this many evaluations; 0 never stops.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=TrainConfig.precision, show_default=True, help="auto: bf16 where the CPU has it natively.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=TrainConfig.precision, show_default=True, help="auto: bf16 where the device has it natively.")
+@click.option("--device", type=click.Choice(DEVICES), default=TrainConfig.device, show_default=True, help="auto: a CUDA GPU, else MPS, else the CPU.")
+@click.option("--threads", type=int, help="CPU threads  [default: PyTorch's choice]")
+@click.option("--sample-every", type=int, help="Show a short sample every N steps.")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files to DIR/tensorboard (pip install 'chargen[tensorboard]').")
+@click.option("--config", type=click.Path(path_type=Path), is_eager=True, expose_value=False, callback=_read_config,
+              help="Read options from a TOML file, or a checkpoint's config.json; the command line wins.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_context
 def train(ctx: click.Context, corpus: Path | None, resume: Path | None, **options) -> None:
@@ -153,7 +173,8 @@ def sample(
 @click.argument("text")
 @click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint folder  [default: newest under ./checkpoints/]")
 @click.option("-k", type=int, default=5, show_default=True, help="How many words.")
-def predict(text: str, checkpoint: Path | None, k: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the words and probabilities as JSON.")
+def predict(text: str, checkpoint: Path | None, k: int, as_json: bool) -> None:
     """The K most probable next words after TEXT, with the model's probabilities.
 
     \b
@@ -163,9 +184,14 @@ def predict(text: str, checkpoint: Path | None, k: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    sampler = _load(checkpoint)
+    from .info import to_json
+
+    predictions = _load(checkpoint).predict_next_word(text, k)
+    if as_json:
+        click.echo(to_json([{"word": p.word, "probability": p.probability} for p in predictions]))
+        return
     table = Table("next word", "probability")
-    for p in sampler.predict_next_word(text, k):
+    for p in predictions:
         table.add_row(p.word, f"{p.probability:.4f}")
     Console().print(table)
 
@@ -175,7 +201,8 @@ def predict(text: str, checkpoint: Path | None, k: int) -> None:
 @click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint folder  [default: newest under ./checkpoints/]")
 @click.option("--words", type=int, default=1000, show_default=True, help="Word positions scored for next-word accuracy, spread evenly.")
 @click.option("--baseline", is_flag=True, help="Also score a word trigram counted on the model's training text.")
-def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: bool, as_json: bool) -> None:
     """Bits per character, perplexity and next-word accuracy on FILE  [default: the checkpoint's validation text].
 
     \b
@@ -189,7 +216,12 @@ def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: b
 
     if checkpoint is None:
         checkpoint = _newest()
+    from .info import to_json
+
     r = run_evaluation(checkpoint, file, words, baseline)
+    if as_json:
+        click.echo(to_json({"checkpoint": str(checkpoint), **r.to_dict()}))
+        return
     click.echo(f"{checkpoint} on {r.file}:")
     table = Table("measure", "model", *(["word trigram"] if baseline else []))
     table.add_row("bits per character", f"{r.bits_per_char:.4f}", *(["-"] if baseline else []))
@@ -221,6 +253,157 @@ def bench(corpus: Path | None, steps: int, length: int, streams: int) -> None:
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}×"
         table.add_row(row.measure, f"{row.chargen:,.2f} {row.unit}" if row.unit in ("s", "MB/s") else f"{row.chargen:,.0f} {row.unit}", reference, ratio)
     Console().print(table)
+
+
+@cli.command()
+@click.argument("folder", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def info(folder: Path | None, as_json: bool) -> None:
+    """Architecture, vocabulary, corpus and progress of a checkpoint  [default: the newest].
+
+    \b
+      chargen info checkpoints/war_and_peace
+      chargen info --json | jq .best_val_bpc
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .info import summary, to_json
+
+    figures = summary(folder if folder is not None else _newest())
+    if as_json:
+        click.echo(to_json(figures))
+        return
+    table = Table("", "", show_header=False)
+    for name, value in figures.items():
+        table.add_row(name.removesuffix("_s").replace("_", " ") + (" (s)" if name.endswith("_s") else ""), _shown(value))
+    Console().print(table)
+
+
+@cli.command(name="list")
+@click.option("--root", type=click.Path(path_type=Path), default=Path("checkpoints"), show_default=True, help="Folder of checkpoints.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def list_command(root: Path, as_json: bool) -> None:
+    """The checkpoints under ./checkpoints/, newest first.
+
+    \b
+      chargen list
+      chargen list --json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .info import list_checkpoints, to_json
+
+    found = list_checkpoints(root)
+    if as_json:
+        click.echo(to_json(found))
+        return
+    if not found:
+        click.echo(f"no checkpoints under {root}/", err=True)
+        return
+    table = Table("checkpoint", "model", "vocabulary", "steps", "chars seen", "best bpc", "time")
+    table.columns[0].no_wrap = True
+    for c in found:
+        if "error" in c:
+            table.add_row(c["folder"], c["error"], *[""] * 5)
+            continue
+        table.add_row(
+            Path(c["folder"]).name, c["architecture"].split(",")[0], f"{c['vocabulary_size']:,} {c['tokenizer']}", f"{c['steps']:,}",
+            f"{c['characters_seen'] / 1e6:.1f} M", _shown(c["best_val_bpc"]), f"{c['training_time_s']:.0f} s",
+        )
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("folders", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("training.png"), show_default=True, help="The PNG to write.")
+def plot(folders: tuple[Path, ...], out: Path) -> None:
+    """Train and validation bpc against characters seen, for one or more runs  [default: the newest].
+
+    Needs matplotlib: pip install 'chargen[plot]'.
+
+    \b
+      chargen plot checkpoints/war_and_peace checkpoints/war_and_peace_words -o compare.png
+    """
+    from .plot import plot_runs
+
+    written = plot_runs(list(folders) or [_newest()], out)
+    click.echo(f"wrote {written}", err=True)
+
+
+@cli.group()
+def corpus() -> None:
+    """Texts to train on: statistics of a file, and known public-domain books by name."""
+
+
+@corpus.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--val-fraction", type=float, default=0.05, show_default=True, help="The split `chargen train` would make.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures, with every character's count, as JSON.")
+def stats(file: Path, encoding: str, val_fraction: float, as_json: bool) -> None:
+    """Characters, lines, line endings, vocabulary with counts, and the train/validation split of FILE.
+
+    \b
+      chargen corpus stats ../shared/corpora/war_and_peace.txt
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .corpora import stats as file_stats
+    from .info import to_json
+
+    if not 0 < val_fraction < 1:
+        raise OptionError(f"val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
+    figures = file_stats(file, encoding, val_fraction)
+    if as_json:
+        click.echo(to_json(figures))
+        return
+    counts = figures.pop("counts")
+    table = Table("", "", show_header=False)
+    for name, value in figures.items():
+        shown = ", ".join(f"{k}: {v:,}" for k, v in value.items()) if isinstance(value, dict) else _shown(value)
+        table.add_row(name.replace("_", " "), shown)
+    common = Table("character", "count", "share", title="commonest characters", title_justify="left")
+    for char, count in list(counts.items())[:15]:
+        common.add_row(repr(char), f"{count:,}", f"{count / figures['characters']:.2%}")
+    Console().print(table, common)
+
+
+@corpus.command(name="download")
+@click.argument("name", type=click.Choice(sorted(KNOWN_CORPORA)))
+@click.option("--overwrite", is_flag=True, help="Replace the file if it is already in corpora/.")
+def download_command(name: str, overwrite: bool) -> None:
+    """Fetch a known public-domain text from Project Gutenberg into corpora/, without its licence header and footer.
+
+    \b
+      chargen corpus download war-and-peace && chargen train war-and-peace
+    """
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from .corpora import download
+
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=_stderr()) as bar:
+        task = bar.add_task(f"{name}", total=None)
+        path = download(name, overwrite=overwrite, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    click.echo(f"{path}: ready; train on it with  chargen train {name}", err=True)
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _shown(value) -> str:
+    if isinstance(value, float) and value > 100:
+        return f"{value:,.0f}"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "-" if value is None else str(value)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 INPUTS = ("embedding", "onehot")
 NONLINEARITIES = ("tanh", "relu")
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass
@@ -107,13 +108,28 @@ def detach_state(state: State | None) -> State | None:
     return state.detach()
 
 
-def resolve_precision(precision: str) -> str:
-    """auto means bfloat16 where the processor computes it natively, else float32."""
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto means a CUDA GPU if there is one, else Apple's MPS, else the CPU."""
+    if device not in DEVICES:
+        raise OptionError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if device == "auto":
+        device = next(d for d in ("cuda", "mps", "cpu") if available[d])
+    if not available[device]:
+        raise OptionError(f"device {device} is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device = torch.device("cpu")) -> str:
+    """auto means bfloat16 where the device computes it natively (AVX-512 BF16 or AMX; a recent GPU), else float32."""
     if precision != "auto":
         return precision
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return "bf16" if native else "fp32"
 
 
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+def autocast(precision: str, device: torch.device = torch.device("cpu")) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

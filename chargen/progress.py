@@ -47,4 +47,4 @@ class TrainingDisplay:
 
     def log(self, message: str) -> None:
         if not self.quiet:
-            self.progress.console.print(message, highlight=False)
+            self.progress.console.print(message, highlight=False, markup=False)

@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, corpora
 from .corpus import Corpus, file_sha256, lanes, windows
 from .embeddings import initialise_embedding
 from .errors import ChargenError, OptionError
-from .model import PRECISIONS, LanguageModel, ModelConfig, State, autocast, detach_state, resolve_precision
+from .model import DEVICES, PRECISIONS, LanguageModel, ModelConfig, State, autocast, detach_state, resolve_device, resolve_precision
 from .progress import TrainingDisplay
+from .sample import Sampler
 
 LN2 = math.log(2)
 
@@ -39,9 +40,13 @@ class TrainConfig:
     eval_every: int = 250
     patience: int | None = 5
     precision: str = "auto"
+    device: str = "auto"
+    threads: int | None = None  # CPU threads; None leaves PyTorch's choice
+    sample_every: int | None = None  # steps between short samples shown while training
+    tensorboard: bool = False  # also write TensorBoard event files into the checkpoint folder
 
     def __post_init__(self) -> None:
-        for name in ("seq_len", "batch_size", "eval_every", "max_steps", "max_epochs", "patience"):
+        for name in ("seq_len", "batch_size", "eval_every", "max_steps", "max_epochs", "patience", "threads", "sample_every"):
             value = getattr(self, name)
             if value is not None and not value >= 1:
                 raise OptionError(f"{name.replace('_', '-')} must be at least 1, not {value}")
@@ -55,6 +60,8 @@ class TrainConfig:
                 raise OptionError(f"{name.replace('_', '-')} must be zero or positive, not {value}")
         if self.precision not in PRECISIONS:
             raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.device not in DEVICES:
+            raise OptionError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
 
 
 def bits_per_char(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -67,11 +74,13 @@ def bits_per_token(model: LanguageModel, data, batch_size: int, seq_len: int, pr
     """Mean bits per token over a whole stream, state carried from window to window."""
     n_lanes = max(1, min(batch_size, (len(data) - 1) // seq_len))
     inputs, targets = lanes(data, n_lanes)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     state, total, count = None, 0.0, 0
     for x, y in windows(inputs, targets, seq_len):
-        with autocast(precision):
+        x, y = x.to(device), y.to(device)
+        with autocast(precision, device):
             logits, state = model(x, state)
         total += bits_per_char(logits, y).item() * y.numel()
         count += y.numel()
@@ -117,7 +126,12 @@ class Trainer:
     def __init__(self, model: LanguageModel, corpus: Corpus, config: TrainConfig, folder: Path, meta: dict, display: TrainingDisplay):
         self.model, self.corpus, self.config = model, corpus, config
         self.folder, self.meta, self.display = folder, meta, display
-        self.precision = resolve_precision(config.precision)
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.model.to(self.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.tensorboard = open_tensorboard(folder) if config.tensorboard else None
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.inputs, self.targets = lanes(corpus.train, config.batch_size)
@@ -134,7 +148,7 @@ class Trainer:
         """Continue from a saved run: weights, optimizer, lanes' hidden state, random numbers, position."""
         self.model.load_state_dict(saved.model)
         self.optimizer.load_state_dict(saved.optimizer)
-        self.lane_state = saved.lanes
+        self.lane_state = None if saved.lanes is None else move_state(saved.lanes, self.device)
         torch.set_rng_state(saved.rng)
         self.progress = Progress(**saved.progress)
         checkpoint.trim_metrics(self.folder, self.progress.step)
@@ -153,7 +167,8 @@ class Trainer:
             first = 0
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> tuple[float, State]:
-        with autocast(self.precision):
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with autocast(self.precision, self.device):
             logits, state = self.model(x, state)
         loss = bits_per_char(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -235,6 +250,8 @@ class Trainer:
                 p.elapsed_s = time.perf_counter() - start
                 if p.step % self.config.eval_every == 0:
                     self.validate_and_save()
+                if self.config.sample_every and p.step % self.config.sample_every == 0:
+                    self.show_sample()
                 self.display.update(
                     self.fraction_done(p.elapsed_s),
                     p.step,
@@ -248,6 +265,14 @@ class Trainer:
                 self.validate_and_save()
         best, last = (math.inf if v is None else v for v in (p.best_val, p.last_val))
         return TrainResult(self.folder, p.step, self.chars, p.elapsed_s, best, last, reason or "done", self.stop_signal is not None)
+
+    def show_sample(self) -> None:
+        """A few lines from the model as it is now, so the user watches it learn."""
+        if self.device.type != "cpu":
+            return  # the sampler's steps run on the CPU
+        text = Sampler(self.model, self.corpus.vocab, precision="fp32").generate(length=200, temperature=0.8, seed=self.progress.step)
+        self.model.train()
+        self.display.log(f"sample at step {self.progress.step}:\n{text.strip()}\n")
 
     def validate_and_save(self) -> None:
         c, p = self.config, self.progress
@@ -264,6 +289,9 @@ class Trainer:
             checkpoint.append_metrics(
                 self.folder, {"step": p.step, "chars": self.chars, "elapsed_s": round(p.elapsed_s, 3), "train_bpc": train_bpc, "val_bpc": val}
             )
+        if self.tensorboard is not None:
+            self.tensorboard.add_scalars("bits per character", {"train": train_bpc, "validation": val}, self.chars)
+            self.tensorboard.flush()
         self.display.show_val(val)
         mark = "  (best, saved)" if improved else ""
         self.display.log(f"step {p.step:>6}  train {train_bpc:.4f}  val {val:.4f} bpc{mark}")
@@ -299,6 +327,19 @@ class Trainer:
         checkpoint.write_json(self.folder / checkpoint.CONFIG, config)
 
 
+def move_state(state: State, device: torch.device) -> State:
+    return tuple(s.to(device) for s in state) if isinstance(state, tuple) else state.to(device)
+
+
+def open_tensorboard(folder: Path):
+    """A SummaryWriter into folder/tensorboard; tensorboard is an optional extra."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise OptionError("--tensorboard needs tensorboard: pip install 'chargen[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(folder / "tensorboard"))
+
+
 def prepare_folder(folder: Path, overwrite: bool) -> None:
     """Refuse to replace an existing checkpoint unless asked, and check the folder is writable now."""
     if folder.exists() and not folder.is_dir():
@@ -319,7 +360,7 @@ def prepare_folder(folder: Path, overwrite: bool) -> None:
 
 
 MODEL_OPTIONS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
-LIMITS = {"max_steps", "max_epochs", "max_time", "patience"}  # what a resumed run may change
+LIMITS = {"max_steps", "max_epochs", "max_time", "patience", "device", "threads", "sample_every", "tensorboard"}  # what a resumed run may change
 
 
 def check_space(folder: Path, model: LanguageModel) -> None:
@@ -346,7 +387,8 @@ def describe(display: TrainingDisplay, path: Path, data: Corpus, model: Language
     display.log(
         f"{path}: {len(data.train):,} training and {len(data.val):,} validation {unit}, "
         f"{len(data.vocab):,} distinct; model {model.num_parameters():,} parameters; "
-        f"precision {resolve_precision(config.precision)}; checkpoint in {folder}"
+        f"precision {resolve_precision(config.precision, resolve_device(config.device))} on {resolve_device(config.device)}; "
+        f"checkpoint in {folder}"
     )
 
 
@@ -377,7 +419,7 @@ def train(
         raise OptionError("freeze-embeddings needs --embeddings FILE: there is nothing pre-trained to keep fixed")
     if embeddings is not None and model_config.input != "embedding":
         raise OptionError("embeddings needs --input embedding")
-    path = Path(corpus)
+    path = corpora.resolve(corpus)
     vocab_options = {"tokenizer": tokenizer, "vocab_size": vocab_size, "min_frequency": min_frequency}
     data = Corpus.from_file(path, val_fraction, encoding, keep_newlines, cache, **vocab_options)
     check_length(data, config, path)

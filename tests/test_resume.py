@@ -45,7 +45,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_file):
 
 def test_resume_changes_only_limits(tmp_path, tiny_file):
     chargen.train(tiny_file, tmp_path / "run", max_steps=10, **OPTIONS)
-    with pytest.raises(OptionError, match="only max_epochs, max_steps, max_time, patience can change"):
+    with pytest.raises(OptionError, match="only device, max_epochs, max_steps, max_time, patience, sample_every, tensorboard, threads can change"):
         chargen.resume(tmp_path / "run", lr=0.1)
     with pytest.raises(ChargenError, match="already holds a checkpoint: continue it with --resume"):
         chargen.train(tiny_file, tmp_path / "run", max_steps=10, **OPTIONS)

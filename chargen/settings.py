@@ -1,0 +1,50 @@
+"""Training options from a file: a TOML file of `chargen train` options, or a checkpoint's config.json."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .errors import ChargenError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def from_checkpoint_config(config: dict) -> dict:
+    """The options a run was started with, from its config.json: rerunning them retrains the same model."""
+    corpus = config.get("corpus", {})
+    options = {k: v for k, v in config.get("model", {}).items() if k != "vocab_size"}
+    options.update({k: v for k, v in config.get("training", {}).items() if k != "precision_used"})
+    options.update({k: corpus[k] for k in ("val_fraction", "encoding", "keep_newlines", "tokenizer", "vocab_size", "min_frequency") if k in corpus})
+    if "path" in corpus:
+        options["corpus"] = corpus["path"]
+    if "embeddings" in config:
+        options["embeddings"], options["freeze_embeddings"] = config["embeddings"]["path"], config["embeddings"]["frozen"]
+    return options
+
+
+def read_options(path: str | Path, known: set[str]) -> dict:
+    """Option names (dashes or underscores) to values; names `chargen train` does not have are an error."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ChargenError(f"{path}: cannot read it ({e.strerror})") from None
+    try:
+        if path.suffix == ".json":
+            loaded = json.loads(raw)
+            options = from_checkpoint_config(loaded) if isinstance(loaded, dict) and "format_version" in loaded else loaded
+        else:
+            options = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ChargenError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
+    if not isinstance(options, dict):
+        raise ChargenError(f"{path} must hold a table of options")
+    options = {str(k).replace("-", "_"): v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ChargenError(f"{path}: unknown option{'s' * (len(unknown) > 1)} {', '.join(unknown)}")
+    return options
