@@ -1,6 +1,7 @@
 """The command line: each command parses its options and calls the library function of the same name."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -129,6 +130,8 @@ def train(ctx: click.Context, corpus: Path | None, resume: Path | None, **option
         raise click.UsageError("name a CORPUS text file to train on, or --resume DIR to continue a run")
     else:
         result = run_training(corpus, **options)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 speaks for the run
     click.echo(
         f"{result.stopped_because}: {result.steps:,} steps, {result.chars:,} characters in {result.elapsed_s:.0f} s; "
         f"validation {result.last_val_bpc:.4f} bpc (best {result.best_val_bpc:.4f}).\nCheckpoint: {result.folder}",

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
-from . import __version__, checkpoint, corpora
+from . import __version__, checkpoint, corpora, distributed
 from .corpus import Corpus, file_sha256, lanes, windows
 from .embeddings import initialise_embedding
 from .errors import ChargenError, OptionError
 from .model import DEVICES, PRECISIONS, LanguageModel, ModelConfig, State, autocast, detach_state, resolve_device, resolve_precision
+from .distributed import Group
 from .progress import TrainingDisplay
 from .sample import Sampler
 
@@ -70,10 +72,12 @@ def bits_per_char(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def bits_per_token(model: LanguageModel, data, batch_size: int, seq_len: int, precision: str = "fp32") -> float:
-    """Mean bits per token over a whole stream, state carried from window to window."""
-    n_lanes = max(1, min(batch_size, (len(data) - 1) // seq_len))
+def bits_per_token(model: LanguageModel, data, batch_size: int, seq_len: int, precision: str = "fp32", group: Group = Group()) -> float:
+    """Mean bits per token over a whole stream, state carried from window to window; ranks share the lanes."""
+    n_lanes = max(group.world, min(batch_size, (len(data) - 1) // seq_len) // group.world * group.world)
     inputs, targets = lanes(data, n_lanes)
+    share = group.share(n_lanes)
+    inputs, targets = inputs[share], targets[share]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -85,6 +89,7 @@ def bits_per_token(model: LanguageModel, data, batch_size: int, seq_len: int, pr
         total += bits_per_char(logits, y).item() * y.numel()
         count += y.numel()
     model.train(was_training)
+    total, count = group.sum([total, count])
     return total / count
 
 
@@ -127,14 +132,21 @@ class Trainer:
         self.model, self.corpus, self.config = model, corpus, config
         self.folder, self.meta, self.display = folder, meta, display
         self.device = resolve_device(config.device)
+        self.group = distributed.setup(self.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.model.to(self.device)
+        # DistributedDataParallel averages gradients over the ranks; alone, the model is used as it is
+        self.parallel = DistributedDataParallel(model) if self.group.world > 1 else model
+        if self.group.rank:  # the same initial weights everywhere, but each rank its own dropout masks
+            torch.manual_seed(config.seed + self.group.rank)
         self.precision = resolve_precision(config.precision, self.device)
-        self.tensorboard = open_tensorboard(folder) if config.tensorboard else None
+        self.tensorboard = open_tensorboard(folder) if config.tensorboard and self.group.is_writer else None
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.inputs, self.targets = lanes(corpus.train, config.batch_size)
+        share = self.group.share(config.batch_size)  # this rank's contiguous lanes
+        self.inputs, self.targets = self.inputs[share], self.targets[share]
         # bits per token times tokens per character is bits per character, whatever the tokenizer
         self.train_tokens_per_char = len(corpus.train) / corpus.train_chars
         self.val_tokens_per_char = len(corpus.val) / corpus.val_chars
@@ -142,16 +154,20 @@ class Trainer:
         self.progress = Progress()
         self.lane_state: State | None = None
         self.stop_signal: int | None = None
-        self.vocabulary_entry = checkpoint.write_vocabulary(folder, corpus.vocab)
+        self.vocabulary_entry = checkpoint.write_vocabulary(folder, corpus.vocab) if self.group.is_writer else {}
 
     def restore(self, saved: checkpoint.ResumeState) -> None:
         """Continue from a saved run: weights, optimizer, lanes' hidden state, random numbers, position."""
         self.model.load_state_dict(saved.model)
         self.optimizer.load_state_dict(saved.optimizer)
-        self.lane_state = None if saved.lanes is None else move_state(saved.lanes, self.device)
+        lanes_here = self.group.lanes_of(saved.lanes, self.config.batch_size)
+        self.lane_state = None if lanes_here is None else move_state(lanes_here, self.device)
         torch.set_rng_state(saved.rng)
+        if self.group.rank:  # dropout masks differ from rank to rank
+            torch.manual_seed(self.config.seed + self.group.rank + saved.progress["step"])
         self.progress = Progress(**saved.progress)
-        checkpoint.trim_metrics(self.folder, self.progress.step)
+        if self.group.is_writer:
+            checkpoint.trim_metrics(self.folder, self.progress.step)
 
     @property
     def chars(self) -> int:
@@ -169,7 +185,7 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> tuple[float, State]:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         with autocast(self.precision, self.device):
-            logits, state = self.model(x, state)
+            logits, state = self.parallel(x, state)
         loss = bits_per_char(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -231,18 +247,25 @@ class Trainer:
                 reason = self.stop_reason(epoch, time.perf_counter() - start)
                 if reason is None and self.stop_signal is not None:
                     reason = f"stopped by {signal.Signals(self.stop_signal).name}"
+                if self.group.world > 1:  # all ranks stop at the same step, whichever saw the reason
+                    stop, signalled = self.group.any([reason is not None, self.stop_signal is not None])
+                    if signalled and self.stop_signal is None:
+                        self.stop_signal = signal.SIGTERM
+                    reason = reason or ("stopped with another process" if stop else None)
                 if reason:
                     break
                 if window == 0:
                     state = None  # each pass over the data starts from a zero state
                 bpc, state = self.train_step(x, y, state)
+                if self.group.world > 1 and self.group.any([not math.isfinite(bpc)])[0]:
+                    bpc = math.nan
                 if not math.isfinite(bpc):
                     raise ChargenError(
                         f"the loss became {bpc} at step {p.step + 1}; try a lower --lr or a tighter --clip "
                         f"(the last good checkpoint in {self.folder} is kept)"
                     )
                 p.step += 1
-                p.tokens += y.numel()
+                p.tokens += y.numel() * self.group.world
                 p.bits_since_eval += bpc * y.numel()
                 p.chars_since_eval += y.numel() / self.train_tokens_per_char
                 p.epoch, p.window = (epoch + 1, 0) if window + 1 == self.steps_per_epoch else (epoch, window + 1)
@@ -250,7 +273,7 @@ class Trainer:
                 p.elapsed_s = time.perf_counter() - start
                 if p.step % self.config.eval_every == 0:
                     self.validate_and_save()
-                if self.config.sample_every and p.step % self.config.sample_every == 0:
+                if self.config.sample_every and p.step % self.config.sample_every == 0 and self.group.is_writer:
                     self.show_sample()
                 self.display.update(
                     self.fraction_done(p.elapsed_s),
@@ -276,16 +299,20 @@ class Trainer:
 
     def validate_and_save(self) -> None:
         c, p = self.config, self.progress
-        val = bits_per_token(self.model, self.corpus.val, c.batch_size, c.seq_len, self.precision) * self.val_tokens_per_char
-        train_bpc = p.bits_since_eval / p.chars_since_eval
+        val = bits_per_token(self.model, self.corpus.val, c.batch_size, c.seq_len, self.precision, self.group) * self.val_tokens_per_char
+        bits, chars = self.group.sum([p.bits_since_eval, p.chars_since_eval])
+        train_bpc = bits / chars
         improved = p.best_val is None or val < p.best_val
         p.last_val = val
         p.best_val, p.evals_since_best = (val, 0) if improved else (p.best_val, p.evals_since_best + 1)
         p.bits_since_eval = p.chars_since_eval = 0.0
+        lanes = self.group.gather_lanes(self.lane_state)  # every rank takes part; only rank 0 writes
+        if not self.group.is_writer:
+            return
         with self.saving():
             if improved:
                 checkpoint.write_atomically(self.folder / checkpoint.WEIGHTS, checkpoint.weights_bytes(self.model))
-            self.write_resume_and_config()
+            self.write_resume_and_config(lanes)
             checkpoint.append_metrics(
                 self.folder, {"step": p.step, "chars": self.chars, "elapsed_s": round(p.elapsed_s, 3), "train_bpc": train_bpc, "val_bpc": val}
             )
@@ -308,12 +335,14 @@ class Trainer:
 
     def save(self) -> None:
         """The resume state, then config.json: the config marks a complete checkpoint."""
-        with self.saving():
-            self.write_resume_and_config()
+        lanes = self.group.gather_lanes(self.lane_state)
+        if self.group.is_writer:
+            with self.saving():
+                self.write_resume_and_config(lanes)
 
-    def write_resume_and_config(self) -> None:
+    def write_resume_and_config(self, lanes: State | None) -> None:
         p = self.progress
-        data = checkpoint.resume_bytes(self.model, self.optimizer, self.lane_state, asdict(p))
+        data = checkpoint.resume_bytes(self.model, self.optimizer, lanes, asdict(p))
         checkpoint.write_atomically(self.folder / checkpoint.RESUME, data)
         config = {
             "format_version": checkpoint.FORMAT_VERSION,
@@ -384,6 +413,9 @@ def check_length(data: Corpus, config: TrainConfig, path: Path) -> None:
 
 def describe(display: TrainingDisplay, path: Path, data: Corpus, model: LanguageModel, config: TrainConfig, folder: Path) -> None:
     unit = "characters" if data.vocab.kind == "char" else f"{data.vocab.kind} tokens"
+    group = distributed.setup(resolve_device(config.device))
+    if group.world > 1:
+        display.log(f"{group.world} processes: each trains {config.batch_size // group.world} of the {config.batch_size} lanes")
     display.log(
         f"{path}: {len(data.train):,} training and {len(data.val):,} validation {unit}, "
         f"{len(data.vocab):,} distinct; model {model.num_parameters():,} parameters; "
@@ -428,7 +460,7 @@ def train(
     torch.manual_seed(config.seed)
     model = LanguageModel(replace(model_config, vocab_size=len(data.vocab)))
     check_space(folder, model)
-    display = TrainingDisplay(quiet=quiet)
+    display = TrainingDisplay(quiet=quiet or not distributed.setup(resolve_device(config.device)).is_writer)
     meta = {
         "corpus": {
             "path": str(path),
@@ -449,7 +481,10 @@ def train(
         meta["embeddings"] = {"path": str(embeddings), "covered": covered, "frozen": freeze_embeddings}
         display.log(f"{embeddings}: vectors for {covered:,} of {len(data.vocab):,} vocabulary tokens{' (frozen)' if freeze_embeddings else ''}")
     describe(display, path, data, model, config, folder)
-    return Trainer(model, data, config, folder, meta, display).run()
+    try:
+        return Trainer(model, data, config, folder, meta, display).run()
+    finally:
+        distributed.shutdown()
 
 
 def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool = True, quiet: bool = False, **limits) -> TrainResult:
@@ -479,9 +514,12 @@ def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool 
     if ckpt.config.get("embeddings", {}).get("frozen"):
         model.embedding.weight.requires_grad_(False)
     meta = {k: ckpt.config[k] for k in ("corpus", "embeddings") if k in ckpt.config}
-    display = TrainingDisplay(quiet=quiet)
-    trainer = Trainer(model, data, config, folder, meta, display)
-    trainer.restore(saved)
-    describe(display, path, data, model, config, folder)
-    display.log(f"resuming at step {trainer.progress.step:,} ({trainer.progress.elapsed_s:.0f} s trained so far)")
-    return trainer.run()
+    display = TrainingDisplay(quiet=quiet or not distributed.setup(resolve_device(config.device)).is_writer)
+    try:
+        trainer = Trainer(model, data, config, folder, meta, display)
+        trainer.restore(saved)
+        describe(display, path, data, model, config, folder)
+        display.log(f"resuming at step {trainer.progress.step:,} ({trainer.progress.elapsed_s:.0f} s trained so far)")
+        return trainer.run()
+    finally:
+        distributed.shutdown()

@@ -1,5 +1,6 @@
 """Runs that survive: exact resume, Ctrl-C and SIGTERM, SIGKILL at any moment, hostile checkpoint files."""
 import json
+import os
 import pickle
 import random
 import signal
@@ -150,3 +151,34 @@ def test_truncated_resume_file_is_a_clear_error(tmp_path, trained):
     (folder / "resume.safetensors").unlink()
     with pytest.raises(ChargenError, match="resume.safetensors is missing"):
         chargen.resume(folder, max_steps=100)
+
+
+def torchrun(*args, processes=2):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "chargen", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"})
+
+
+def test_two_processes_train_what_one_process_trains(tmp_path, tiny_file):
+    options = ["--layers", "1", "--hidden", "16", "--embedding-dim", "8", "--batch-size", "4", "--seq-len", "8", "--precision", "fp32",
+               "--max-steps", "20", "--eval-every", "10", "--threads", "1", "--lr", "0.01"]
+    result = torchrun("train", tiny_file, "--out", tmp_path / "ddp", *options)
+    assert result.returncode == 0, result.stderr
+    assert "2 processes: each trains 2 of the 4 lanes" in result.stderr
+    assert result.stderr.count("reached --max-steps 20") == 1  # rank 0 speaks for the run
+    single = subprocess.run([sys.executable, "-m", "chargen", "train", tiny_file, "--out", tmp_path / "one", *options], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    ddp, one = metrics(tmp_path / "ddp"), metrics(tmp_path / "one")
+    assert len(ddp) == 2  # one writer: no evaluation recorded twice
+    for a, b in zip(ddp, one):
+        assert (a["step"], a["chars"]) == (b["step"], b["chars"])
+        assert a["train_bpc"] == pytest.approx(b["train_bpc"], abs=1e-4)
+        assert a["val_bpc"] == pytest.approx(b["val_bpc"], abs=1e-4)
+    a, b = load_file(tmp_path / "ddp" / "resume.safetensors"), load_file(tmp_path / "one" / "resume.safetensors")
+    for key in a:
+        if key != "rng":
+            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)
+    # the distributed checkpoint loads in one process, and resumes on a different number of processes
+    assert chargen.load(tmp_path / "ddp").generate("the ", length=10, seed=0) == chargen.load(tmp_path / "one").generate("the ", length=10, seed=0)
+    again = subprocess.run([sys.executable, "-m", "chargen", "train", "--resume", tmp_path / "ddp", "--max-steps", "25", "--quiet"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert metrics(tmp_path / "ddp")[-1]["step"] == 25

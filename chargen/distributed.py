@@ -1,0 +1,83 @@
+"""Data-parallel training under `torchrun`: PyTorch's own process group, one share of the lanes per rank.
+
+Started by torchrun (which sets RANK and WORLD_SIZE), each process trains the same model on its own
+contiguous share of the batch lanes; DistributedDataParallel averages the gradients, so a global batch
+of B lanes on W ranks computes what one process computes on B lanes. Alone, every function here is a
+no-op over a group of one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import OptionError
+from .model import State
+
+
+@dataclass(frozen=True)
+class Group:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_writer(self) -> bool:
+        """Only rank 0 writes checkpoints, metrics and the progress display."""
+        return self.rank == 0
+
+    def share(self, batch_size: int) -> slice:
+        """This rank's lanes of a global batch."""
+        if batch_size % self.world:
+            raise OptionError(f"batch-size {batch_size} does not split evenly over {self.world} processes")
+        per_rank = batch_size // self.world
+        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over all ranks."""
+        if self.world == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def any(self, flags: list[bool]) -> list[bool]:
+        """Whether any rank raised each flag: every rank then stops at the same step."""
+        return [s > 0 for s in self.sum([float(f) for f in flags])]
+
+    def gather_lanes(self, state: State | None) -> State | None:
+        """Every rank's lanes' hidden state, in lane order: what a checkpoint keeps, whatever the number of ranks."""
+        if self.world == 1 or state is None:
+            return state
+        parts = state if isinstance(state, tuple) else (state,)
+        gathered = []
+        for part in parts:
+            pieces = [torch.empty_like(part) for _ in range(self.world)]
+            dist.all_gather(pieces, part.contiguous())
+            gathered.append(torch.cat(pieces, dim=1))
+        return tuple(gathered) if isinstance(state, tuple) else gathered[0]
+
+    def lanes_of(self, state: State | None, batch_size: int) -> State | None:
+        """This rank's share of a saved state of all lanes."""
+        if state is None:
+            return None
+        share = self.share(batch_size)
+        return tuple(s[:, share] for s in state) if isinstance(state, tuple) else state[:, share]
+
+
+def setup(device: torch.device) -> Group:
+    """Join the process group torchrun started (nccl on CUDA, gloo on CPU), or a group of one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Group()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return Group(dist.get_rank(), dist.get_world_size())
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
