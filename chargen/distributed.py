@@ -42,6 +42,14 @@ class Group:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def max(self, value: float) -> float:
+        """The largest value over all ranks: one figure every rank agrees on."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor.item()
+
     def any(self, flags: list[bool]) -> list[bool]:
         """Whether any rank raised each flag: every rank then stops at the same step."""
         return [s > 0 for s in self.sum([float(f) for f in flags])]

@@ -26,6 +26,8 @@ from .progress import TrainingDisplay
 from .sample import Sampler
 
 LN2 = math.log(2)
+SCHEDULES = ("cosine", "constant")
+FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
 
 
 @dataclass
@@ -33,6 +35,8 @@ class TrainConfig:
     seq_len: int = 128
     batch_size: int = 64
     lr: float = 2e-3
+    schedule: str = "cosine"  # cosine: warm up, then decay to lr/20 as the nearest limit (time, steps, epochs) nears
+    warmup: int = 50  # steps of linear warm-up
     weight_decay: float = 0.0
     clip: float = 5.0
     seed: int = 1337
@@ -62,6 +66,10 @@ class TrainConfig:
                 raise OptionError(f"{name.replace('_', '-')} must be zero or positive, not {value}")
         if self.precision not in PRECISIONS:
             raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.schedule not in SCHEDULES:
+            raise OptionError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if self.warmup < 0:
+            raise OptionError(f"warmup must be zero or positive, not {self.warmup}")
         if self.device not in DEVICES:
             raise OptionError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
 
@@ -182,6 +190,15 @@ class Trainer:
                 yield epoch, i, x, y
             first = 0
 
+    def learning_rate(self, fraction: float) -> float:
+        """The rate for the next step: linear warm-up, then a cosine decay that ends with the run."""
+        c = self.config
+        warm = min(1.0, (self.progress.step + 1) / c.warmup) if c.warmup else 1.0
+        if c.schedule == "constant":
+            return c.lr * warm
+        decay = FINAL_LR + (1 - FINAL_LR) * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
+        return c.lr * warm * decay
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> tuple[float, State]:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         with autocast(self.precision, self.device):
@@ -256,6 +273,9 @@ class Trainer:
                     break
                 if window == 0:
                     state = None  # each pass over the data starts from a zero state
+                fraction = self.group.max(self.fraction_done(time.perf_counter() - start))  # ranks' clocks differ
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.learning_rate(fraction)
                 bpc, state = self.train_step(x, y, state)
                 if self.group.world > 1 and self.group.any([not math.isfinite(bpc)])[0]:
                     bpc = math.nan

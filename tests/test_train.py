@@ -17,8 +17,8 @@ def test_tiny_model_overfits_short_text(tmp_path):
     text = "abcdefghijklmnopqrstuvwxyz" * 40
     path = tmp_path / "alphabet.txt"
     path.write_text(text)
-    result = chargen.train(path, tmp_path / "out", max_steps=150, eval_every=50, quiet=True, **TINY_OPTIONS)
-    assert result.steps == 150
+    result = chargen.train(path, tmp_path / "out", max_steps=250, max_epochs=None, eval_every=50, warmup=10, quiet=True, **TINY_OPTIONS)
+    assert result.steps == 250
     assert result.best_val_bpc < 0.05  # the alphabet is fully predictable once learned
 
 
@@ -123,3 +123,16 @@ def test_corpus_shorter_than_one_window(tmp_path):
 def test_options_out_of_range(options):
     with pytest.raises(OptionError):
         TrainConfig(**options)
+
+
+def test_cosine_schedule_warms_up_then_decays_with_the_run(tmp_path):
+    trainer = make_trainer(tmp_path, lr=1e-2, warmup=10, max_steps=100)
+    rates = []
+    for step in range(100):
+        trainer.progress.step = step
+        rates.append(trainer.learning_rate(trainer.fraction_done(0.0)))
+    assert rates[0] == pytest.approx(1e-3) and rates[9] == pytest.approx(1e-2 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.09))))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))  # never rises after the warm-up
+    assert rates[-1] == pytest.approx(1e-2 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.99))))
+    constant = make_trainer(tmp_path / "c", lr=1e-2, warmup=0, schedule="constant", max_steps=100)
+    assert constant.learning_rate(0.9) == 1e-2

@@ -21,7 +21,7 @@ STORY = (
     "A cat and a dog met on the road, and the cat ran.\n"
     "Prince Andrew said: \"Well, the war is coming.\"\n"
 ) * 30
-WORD_OPTIONS = {**TINY_OPTIONS, "seq_len": 8}
+WORD_OPTIONS = {**TINY_OPTIONS, "seq_len": 8, "schedule": "constant", "warmup": 0}
 
 
 @pytest.fixture(scope="module")
