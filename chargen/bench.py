@@ -148,7 +148,7 @@ def run(corpus_path: Path | None, steps: int = 10, length: int = 2000, streams: 
     sampling = sampling_speed(corpus.vocab, length, streams)
     ours, reference = training_speed(corpus, steps)
     rows = [
-        Row("training (default model, batch 64 × 128)", ours, reference, "chars/s"),
+        Row(f"training (default model, batch {TrainConfig.batch_size} × {TrainConfig.seq_len})", ours, reference, "chars/s"),
         Row("sampling, one stream", sampling["one"], sampling["loop"], "chars/s"),
         Row(f"sampling, {streams} streams in one batch", sampling["batch"], sampling["loop"], "chars/s"),
         Row("loaded model to first character", sampling["first"], None, "s"),

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import ChargenError, OptionError
 from .corpora import KNOWN as KNOWN_CORPORA
+from .errors import ChargenError, OptionError
 from .model import CELLS, DEVICES, INPUTS, NONLINEARITIES, PRECISIONS, ModelConfig
 from .sample import Sampler, load
 from .train import TrainConfig

@@ -33,9 +33,9 @@ FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
 @dataclass
 class TrainConfig:
     seq_len: int = 128
-    batch_size: int = 64
-    lr: float = 2e-3
-    schedule: str = "cosine"  # cosine: warm up, then decay to lr/20 as the nearest limit (time, steps, epochs) nears
+    batch_size: int = 32
+    lr: float = 5e-3
+    schedule: str = "cosine"  # cosine: decay to lr/20 as the nearest limit (time, steps, epochs) nears
     warmup: int = 50  # steps of linear warm-up
     weight_decay: float = 0.0
     clip: float = 5.0

@@ -126,7 +126,7 @@ def test_options_out_of_range(options):
 
 
 def test_cosine_schedule_warms_up_then_decays_with_the_run(tmp_path):
-    trainer = make_trainer(tmp_path, lr=1e-2, warmup=10, max_steps=100)
+    trainer = make_trainer(tmp_path, lr=1e-2, warmup=10, schedule="cosine", max_steps=100)
     rates = []
     for step in range(100):
         trainer.progress.step = step
