@@ -33,7 +33,7 @@ FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
 @dataclass
 class TrainConfig:
     seq_len: int = 128
-    batch_size: int = 32
+    batch_size: int = 64
     lr: float = 5e-3
     schedule: str = "cosine"  # cosine: decay to lr/20 as the nearest limit (time, steps, epochs) nears
     warmup: int = 50  # steps of linear warm-up
