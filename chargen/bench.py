@@ -60,9 +60,9 @@ def timed(fn: Callable[[], int], repeats: int = 3) -> float:
     return statistics.median(rates)
 
 
-def training_speed(corpus: Corpus, steps: int) -> tuple[float, float]:
-    """Characters per second: chargen's default training step, and the plain float32 reference."""
-    config = TrainConfig()
+def training_speed(corpus: Corpus, steps: int, batch_size: int, seq_len: int) -> tuple[float, float]:
+    """Characters per second: chargen's default training step, and the plain float32 reference of the same shape."""
+    config = TrainConfig(batch_size=batch_size, seq_len=seq_len)
     with tempfile.TemporaryDirectory() as folder:
         model = LanguageModel(ModelConfig(vocab_size=len(corpus.vocab)))
         trainer = Trainer(model, corpus, config, Path(folder), {}, TrainingDisplay(quiet=True))
@@ -133,11 +133,15 @@ def encoding_speed(path: Path) -> float:
     return timed(encode) / 1e6
 
 
-def run(corpus_path: Path | None, steps: int = 10, length: int = 2000, streams: int = 32) -> list[Row]:
+def run(
+    corpus_path: Path | None, steps: int = 10, length: int = 2000, streams: int = 32,
+    batch_size: int = TrainConfig.batch_size, seq_len: int = TrainConfig.seq_len,
+) -> list[Row]:
     """Every measurement, in one process, on this machine."""
     for name, value, least in (("steps", steps, 1), ("length", length, 4), ("streams", streams, 1)):
         if value < least:
             raise OptionError(f"{name} must be at least {least}, not {value}")
+    TrainConfig(batch_size=batch_size, seq_len=seq_len)  # checks them before anything is timed
     if corpus_path is not None:
         corpus = Corpus.from_text(read_text(corpus_path), 0.05)
     else:  # any text trains at the same speed: a synthetic one of English's alphabet size
@@ -146,9 +150,9 @@ def run(corpus_path: Path | None, steps: int = 10, length: int = 2000, streams: 
         text = "".join(letters[i] for i in torch.randint(len(letters), (2_000_000,), generator=generator).tolist())
         corpus = Corpus.from_text(text, 0.05)
     sampling = sampling_speed(corpus.vocab, length, streams)
-    ours, reference = training_speed(corpus, steps)
+    ours, reference = training_speed(corpus, steps, batch_size, seq_len)
     rows = [
-        Row(f"training (default model, batch {TrainConfig.batch_size} × {TrainConfig.seq_len})", ours, reference, "chars/s"),
+        Row(f"training (default model, batch {batch_size} × {seq_len})", ours, reference, "chars/s"),
         Row("sampling, one stream", sampling["one"], sampling["loop"], "chars/s"),
         Row(f"sampling, {streams} streams in one batch", sampling["batch"], sampling["loop"], "chars/s"),
         Row("loaded model to first character", sampling["first"], None, "s"),

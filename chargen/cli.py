@@ -242,7 +242,9 @@ def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: b
 @click.option("--steps", type=int, default=10, show_default=True, help="Training steps per timing (each is timed 3 times after a warm-up).")
 @click.option("--length", type=int, default=2000, show_default=True, help="Characters sampled per timing.")
 @click.option("--streams", type=int, default=32, show_default=True, help="Streams in the batched sampling timing.")
-def bench(corpus: Path | None, steps: int, length: int, streams: int) -> None:
+@click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True, help="Lanes of the training timing.")
+@click.option("--seq-len", type=int, default=TrainConfig.seq_len, show_default=True, help="Window of the training timing.")
+def bench(corpus: Path | None, steps: int, length: int, streams: int, batch_size: int, seq_len: int) -> None:
     """Measure training, sampling and encoding speed next to plain PyTorch, in one run on this machine.
 
     \b
@@ -254,7 +256,7 @@ def bench(corpus: Path | None, steps: int, length: int, streams: int) -> None:
     from .bench import run
 
     table = Table("measure", "chargen", "plain PyTorch", "ratio")
-    for row in run(corpus, steps, length, streams):
+    for row in run(corpus, steps, length, streams, batch_size, seq_len):
         reference = "" if row.reference is None else f"{row.reference:,.0f} {row.unit}"
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}×"
         table.add_row(row.measure, f"{row.chargen:,.2f} {row.unit}" if row.unit in ("s", "MB/s") else f"{row.chargen:,.0f} {row.unit}", reference, ratio)
