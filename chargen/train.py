@@ -141,6 +141,8 @@ class Trainer:
         self.folder, self.meta, self.display = folder, meta, display
         self.device = resolve_device(config.device)
         self.group = distributed.setup(self.device)
+        if not self.group.is_writer:  # rank 0 speaks for the run
+            self.display = TrainingDisplay(quiet=True)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.model.to(self.device)
@@ -431,16 +433,16 @@ def check_length(data: Corpus, config: TrainConfig, path: Path) -> None:
         )
 
 
-def describe(display: TrainingDisplay, path: Path, data: Corpus, model: LanguageModel, config: TrainConfig, folder: Path) -> None:
+def describe(trainer: Trainer, path: Path) -> None:
+    """The run in a line or two, as the trainer has set it up."""
+    data, config, group = trainer.corpus, trainer.config, trainer.group
     unit = "characters" if data.vocab.kind == "char" else f"{data.vocab.kind} tokens"
-    group = distributed.setup(resolve_device(config.device))
     if group.world > 1:
-        display.log(f"{group.world} processes: each trains {config.batch_size // group.world} of the {config.batch_size} lanes")
-    display.log(
+        trainer.display.log(f"{group.world} processes: each trains {config.batch_size // group.world} of the {config.batch_size} lanes")
+    trainer.display.log(
         f"{path}: {len(data.train):,} training and {len(data.val):,} validation {unit}, "
-        f"{len(data.vocab):,} distinct; model {model.num_parameters():,} parameters; "
-        f"precision {resolve_precision(config.precision, resolve_device(config.device))} on {resolve_device(config.device)}; "
-        f"checkpoint in {folder}"
+        f"{len(data.vocab):,} distinct; model {trainer.model.num_parameters():,} parameters; "
+        f"precision {trainer.precision} on {trainer.device}; checkpoint in {trainer.folder}"
     )
 
 
@@ -480,7 +482,6 @@ def train(
     torch.manual_seed(config.seed)
     model = LanguageModel(replace(model_config, vocab_size=len(data.vocab)))
     check_space(folder, model)
-    display = TrainingDisplay(quiet=quiet or not distributed.setup(resolve_device(config.device)).is_writer)
     meta = {
         "corpus": {
             "path": str(path),
@@ -499,10 +500,13 @@ def train(
     if embeddings is not None:
         covered = initialise_embedding(model.embedding, embeddings, data.vocab.token_texts, freeze_embeddings)
         meta["embeddings"] = {"path": str(embeddings), "covered": covered, "frozen": freeze_embeddings}
-        display.log(f"{embeddings}: vectors for {covered:,} of {len(data.vocab):,} vocabulary tokens{' (frozen)' if freeze_embeddings else ''}")
-    describe(display, path, data, model, config, folder)
     try:
-        return Trainer(model, data, config, folder, meta, display).run()
+        trainer = Trainer(model, data, config, folder, meta, TrainingDisplay(quiet=quiet))
+        if embeddings is not None:
+            frozen = " (frozen)" if freeze_embeddings else ""
+            trainer.display.log(f"{embeddings}: vectors for {meta['embeddings']['covered']:,} of {len(data.vocab):,} vocabulary tokens{frozen}")
+        describe(trainer, path)
+        return trainer.run()
     finally:
         distributed.shutdown()
 
@@ -534,12 +538,11 @@ def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool 
     if ckpt.config.get("embeddings", {}).get("frozen"):
         model.embedding.weight.requires_grad_(False)
     meta = {k: ckpt.config[k] for k in ("corpus", "embeddings") if k in ckpt.config}
-    display = TrainingDisplay(quiet=quiet or not distributed.setup(resolve_device(config.device)).is_writer)
     try:
-        trainer = Trainer(model, data, config, folder, meta, display)
+        trainer = Trainer(model, data, config, folder, meta, TrainingDisplay(quiet=quiet))
         trainer.restore(saved)
-        describe(display, path, data, model, config, folder)
-        display.log(f"resuming at step {trainer.progress.step:,} ({trainer.progress.elapsed_s:.0f} s trained so far)")
+        describe(trainer, path)
+        trainer.display.log(f"resuming at step {trainer.progress.step:,} ({trainer.progress.elapsed_s:.0f} s trained so far)")
         return trainer.run()
     finally:
         distributed.shutdown()
