@@ -79,14 +79,14 @@ def _read_config(ctx: click.Context, param: click.Parameter, path: Path | None) 
 @click.option("--cell", type=click.Choice(list(CELLS)), default=ModelConfig.cell, show_default=True)
 @click.option("--nonlinearity", type=click.Choice(NONLINEARITIES), default=ModelConfig.nonlinearity, show_default=True, help="For --cell rnn.")
 @click.option("--layers", type=int, default=ModelConfig.layers, show_default=True)
-@click.option("--hidden", type=int, default=ModelConfig.hidden, show_default=True, help="Units per recurrent layer.")
+@click.option("--hidden", type=int, help="Units per recurrent layer  [default: fitted to the text, the limits and this machine's speed]")
 @click.option("--input", type=click.Choice(INPUTS), default=ModelConfig.input, show_default=True, help="Learned embeddings or one-hot vectors.")
 @click.option("--embedding-dim", type=int, default=ModelConfig.embedding_dim, show_default=True)
-@click.option("--dropout", type=float, default=ModelConfig.dropout, show_default=True, help="Between layers and before the output layer.")
+@click.option("--dropout", type=float, help="Between layers and before the output layer  [default: from the passes over the text the run will make]")
 @click.option("--tie-weights", is_flag=True, help="Share the input embedding matrix with the output layer.")
 @click.option("--embeddings", type=click.Path(path_type=Path), help="Start the embeddings from GloVe or word2vec text vectors.")
 @click.option("--freeze-embeddings", is_flag=True, help="Keep the --embeddings vectors fixed.")
-@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, help="Adam learning rate.")
+@click.option("--lr", type=float, help="Adam learning rate  [default: 1e-2, scaled down for models wider than 512]")
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default=TrainConfig.schedule, show_default=True,
               help="cosine: decay to lr/20 as the nearest of --max-time, --max-steps, --max-epochs nears.")
 @click.option("--warmup", type=int, default=TrainConfig.warmup, show_default=True, help="Steps of linear learning-rate warm-up.")
@@ -96,7 +96,7 @@ def _read_config(ctx: click.Context, param: click.Parameter, path: Path | None) 
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True, help="Number of contiguous lanes.")
 @click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
 @click.option("--max-steps", type=int, help="Stop after this many steps.")
-@click.option("--max-epochs", type=int, default=TrainConfig.max_epochs, show_default=True, help="Stop after this many passes.")
+@click.option("--max-epochs", type=int, help="Stop after this many passes  [default: 10 when no other limit is given]")
 @click.option("--max-time", type=float, help="Stop after this many seconds.")
 @click.option("--eval-every", type=int, default=TrainConfig.eval_every, show_default=True, help="Steps between validations.")
 @click.option("--patience", type=int, default=TrainConfig.patience, show_default=True, help="Stop when validation has not improved for this many evaluations; 0 never stops.")
@@ -244,16 +244,26 @@ def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: b
 @click.option("--streams", type=int, default=32, show_default=True, help="Streams in the batched sampling timing.")
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True, help="Lanes of the training timing.")
 @click.option("--seq-len", type=int, default=TrainConfig.seq_len, show_default=True, help="Window of the training timing.")
-def bench(corpus: Path | None, steps: int, length: int, streams: int, batch_size: int, seq_len: int) -> None:
+@click.option("--reference", "reference_seconds", type=float,
+              help="Instead of speeds: train the plain bf16 reference LSTM on --corpus for this many seconds "
+                   "(last 10 % as validation) and print its validation bpc, to set beside `chargen train --max-time`.")
+def bench(corpus: Path | None, steps: int, length: int, streams: int, batch_size: int, seq_len: int, reference_seconds: float | None) -> None:
     """Measure training, sampling and encoding speed next to plain PyTorch, in one run on this machine.
 
     \b
       chargen bench --corpus ../shared/corpora/war_and_peace.txt
+      chargen bench --corpus ../shared/corpora/tinyshakespeare.txt --reference 600
     """
     from rich.console import Console
     from rich.table import Table
 
-    from .bench import run
+    from .bench import reference_run, run
+
+    if reference_seconds is not None:
+        r = reference_run(corpus, reference_seconds)
+        click.echo(f"reference LSTM on {corpus}: {r.steps:,} steps, {r.chars:,} characters in {r.seconds:.0f} s "
+                   f"({r.chars / r.seconds:,.0f} chars/s); validation {r.val_bpc:.4f} bpc")
+        return
 
     table = Table("measure", "chargen", "plain PyTorch", "ratio")
     for row in run(corpus, steps, length, streams, batch_size, seq_len):

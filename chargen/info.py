@@ -25,7 +25,9 @@ def summary(folder: str | Path) -> dict:
         "written": datetime.fromtimestamp((folder / checkpoint.CONFIG).stat().st_mtime).isoformat(timespec="seconds"),
         "architecture": f"{model['layers']}×{model['hidden']} {model['cell']}"
         + (f", embedding {model['embedding_dim']}" if model["input"] == "embedding" else ", one-hot")
-        + (", tied" if model.get("tie_weights") else ""),
+        + (", tied" if model.get("tie_weights") else "")
+        + (f", dropout {model['dropout']:g}" if model.get("dropout") else ""),
+        "chosen_by": f"the default recipe: {config['recipe']['why']}" if "recipe" in config else "the options given",
         "parameters": ckpt.model.num_parameters(),
         "tokenizer": vocabulary["type"],
         "vocabulary_size": len(tokens),

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from . import __version__, checkpoint, corpora, distributed
+from . import __version__, checkpoint, corpora, distributed, recipe
 from .corpus import Corpus, file_sha256, lanes, windows
 from .embeddings import initialise_embedding
 from .errors import ChargenError, OptionError
@@ -27,21 +27,22 @@ from .sample import Sampler
 
 LN2 = math.log(2)
 SCHEDULES = ("cosine", "constant")
+DEFAULT_EPOCHS = 10  # the limit of a run given none
 FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
 
 
 @dataclass
 class TrainConfig:
     seq_len: int = 128
-    batch_size: int = 64
-    lr: float = 5e-3
+    batch_size: int = 32
+    lr: float = 1e-2
     schedule: str = "cosine"  # cosine: decay to lr/20 as the nearest limit (time, steps, epochs) nears
     warmup: int = 50  # steps of linear warm-up
     weight_decay: float = 0.0
     clip: float = 5.0
     seed: int = 1337
     max_steps: int | None = None
-    max_epochs: int | None = 10
+    max_epochs: int | None = None  # DEFAULT_EPOCHS when no limit is given
     max_time: float | None = None
     eval_every: int = 250
     patience: int | None = 5
@@ -52,6 +53,8 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files into the checkpoint folder
 
     def __post_init__(self) -> None:
+        if self.max_steps is None and self.max_epochs is None and self.max_time is None:
+            self.max_epochs = DEFAULT_EPOCHS
         for name in ("seq_len", "batch_size", "eval_every", "max_steps", "max_epochs", "patience", "threads", "sample_every"):
             value = getattr(self, name)
             if value is not None and not value >= 1:
@@ -99,6 +102,21 @@ def bits_per_token(model: LanguageModel, data, batch_size: int, seq_len: int, pr
     model.train(was_training)
     total, count = group.sum([total, count])
     return total / count
+
+
+def optimizer_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, state: State | None, precision: str, clip: float
+) -> tuple[float, State]:
+    """One truncated-BPTT update; returns the window's bits per token and the state to carry, cut from its history."""
+    with autocast(precision, x.device):
+        logits, state = model(x, state)
+    loss = bits_per_char(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item(), detach_state(state)
 
 
 @dataclass
@@ -203,15 +221,7 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> tuple[float, State]:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        with autocast(self.precision, self.device):
-            logits, state = self.parallel(x, state)
-        loss = bits_per_char(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
-        self.optimizer.step()
-        return loss.item(), detach_state(state)
+        return optimizer_step(self.parallel, self.optimizer, x, y, state, self.precision, self.config.clip)
 
     def fraction_done(self, elapsed: float) -> float:
         """How far training is towards the nearest of its stopping limits."""
@@ -433,6 +443,51 @@ def check_length(data: Corpus, config: TrainConfig, path: Path) -> None:
         )
 
 
+def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, seconds: float = 0.5, most_steps: int = 3) -> float:
+    """Training tokens per second of a model of this shape on this machine: steps for about `seconds` after one to warm up.
+
+    Under torchrun every rank measures its share of the lanes at once, and the speeds add up.
+    """
+    device = resolve_device(config.device)
+    group = distributed.setup(device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model = LanguageModel(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    share = group.share(config.batch_size)
+    inputs, targets = (t[share] for t in lanes(data.train, config.batch_size))
+    batches = itertools.cycle(windows(inputs, targets, config.seq_len))
+    precision = resolve_precision(config.precision, device)
+    state, tokens, steps, start = None, 0, 0, 0.0
+    while steps <= most_steps and (steps < 2 or time.perf_counter() - start < seconds):
+        if steps == 1:
+            start, tokens = time.perf_counter(), 0
+        x, y = (t.to(device) for t in next(batches))
+        _, state = optimizer_step(model, optimizer, x, y, state, precision, config.clip)
+        tokens, steps = tokens + y.numel(), steps + 1
+    return group.sum([tokens / (time.perf_counter() - start)])[0]
+
+
+def plan_model(
+    model_config: ModelConfig, data: Corpus, config: TrainConfig, hidden: int | None, dropout: float | None, lr: float | None
+) -> recipe.Recipe:
+    """The default recipe (recipe.py) for this run: its budget from the limits, speeds measured on this machine."""
+
+    def weights_at(width: int) -> int:
+        return sum(p.numel() for p in LanguageModel(replace(model_config, hidden=width)).rnn.parameters())
+
+    def budget_for(speed: float | None) -> float | None:
+        limits = [config.max_steps * config.batch_size * config.seq_len if config.max_steps else None,
+                  config.max_epochs * len(data.train) if config.max_epochs else None,
+                  config.max_time * speed if config.max_time and speed else None]
+        return min((limit for limit in limits if limit is not None), default=None)
+
+    def speed_at(width: int) -> float:
+        return measure_speed(replace(model_config, hidden=width, dropout=dropout or 0.0), data, config)
+
+    return recipe.choose(len(data.train), weights_at, budget_for, speed_at if config.max_time else None, hidden, dropout, lr)
+
+
 def describe(trainer: Trainer, path: Path) -> None:
     """The run in a line or two, as the trainer has set it up."""
     data, config, group = trainer.corpus, trainer.config, trainer.group
@@ -444,6 +499,9 @@ def describe(trainer: Trainer, path: Path) -> None:
         f"{len(data.vocab):,} distinct; model {trainer.model.num_parameters():,} parameters; "
         f"precision {trainer.precision} on {trainer.device}; checkpoint in {trainer.folder}"
     )
+    if "recipe" in trainer.meta:
+        r = trainer.meta["recipe"]
+        trainer.display.log(f"recipe: {r['hidden']} units per layer, dropout {r['dropout']:g}, learning rate {r['lr']:g} ({r['why']})")
 
 
 def train(
@@ -467,8 +525,10 @@ def train(
     unknown = set(options) - MODEL_OPTIONS - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise TypeError(f"train() got unknown options: {', '.join(sorted(unknown))}")
-    model_config = ModelConfig(vocab_size=1, **{k: v for k, v in options.items() if k in MODEL_OPTIONS})
-    config = TrainConfig(**{k: v for k, v in options.items() if k not in MODEL_OPTIONS})
+    chosen = {k: options.pop(k, None) for k in ("hidden", "dropout", "lr")}  # None: the recipe decides
+    given = options | {k: v for k, v in chosen.items() if v is not None}
+    model_config = ModelConfig(vocab_size=1, **{k: v for k, v in given.items() if k in MODEL_OPTIONS})
+    config = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
     if freeze_embeddings and embeddings is None:
         raise OptionError("freeze-embeddings needs --embeddings FILE: there is nothing pre-trained to keep fixed")
     if embeddings is not None and model_config.input != "embedding":
@@ -479,8 +539,13 @@ def train(
     check_length(data, config, path)
     folder = Path(out) if out is not None else checkpoint.DEFAULT_ROOT / path.stem
     prepare_folder(folder, overwrite)
+    model_config = replace(model_config, vocab_size=len(data.vocab))
+    plan = plan_model(model_config, data, config, **chosen) if None in chosen.values() else None
+    if plan is not None:
+        model_config = replace(model_config, hidden=plan.hidden, dropout=plan.dropout)
+        config = replace(config, lr=plan.lr)
     torch.manual_seed(config.seed)
-    model = LanguageModel(replace(model_config, vocab_size=len(data.vocab)))
+    model = LanguageModel(model_config)
     check_space(folder, model)
     meta = {
         "corpus": {
@@ -497,6 +562,8 @@ def train(
             **vocab_options,
         },
     }
+    if plan is not None:
+        meta["recipe"] = plan.to_dict()
     if embeddings is not None:
         covered = initialise_embedding(model.embedding, embeddings, data.vocab.token_texts, freeze_embeddings)
         meta["embeddings"] = {"path": str(embeddings), "covered": covered, "frozen": freeze_embeddings}
@@ -537,7 +604,7 @@ def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool 
     model = ckpt.model
     if ckpt.config.get("embeddings", {}).get("frozen"):
         model.embedding.weight.requires_grad_(False)
-    meta = {k: ckpt.config[k] for k in ("corpus", "embeddings") if k in ckpt.config}
+    meta = {k: ckpt.config[k] for k in ("corpus", "recipe", "embeddings") if k in ckpt.config}
     try:
         trainer = Trainer(model, data, config, folder, meta, TrainingDisplay(quiet=quiet))
         trainer.restore(saved)

@@ -9,7 +9,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 TINY_TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
 
 # Small enough to train in a second or two on a CPU.
-TINY_OPTIONS = dict(layers=1, hidden=48, embedding_dim=16, batch_size=4, seq_len=16, precision="fp32", lr=1e-2)
+TINY_OPTIONS = dict(layers=1, hidden=48, embedding_dim=16, batch_size=4, seq_len=16, precision="fp32", lr=1e-2, dropout=0.0)
 
 
 def shared_corpus(name: str) -> Path:

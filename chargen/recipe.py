@@ -1,0 +1,86 @@
+"""The default recipe: how wide a model and how much dropout, from the text, the run's limits and this machine's speed.
+
+A model trained for minutes learns most when its size fits what it will see. The rules, in order:
+
+1. Budget: the tokens the run will train on, the smallest of --max-steps × lanes × window,
+   --max-epochs × the training text, and --max-time × the measured speed of a model of that width.
+2. Width: the widest of WIDTHS whose budget is at least TOKENS_PER_WEIGHT tokens for each recurrent weight.
+   Wider models learn more from each character but run slower; below about that many tokens per weight
+   they no longer catch up within the budget. Widths are tried from the narrowest up, each measured.
+3. Learning rate: BASE_LR up to BASE_WIDTH units, and for wider models BASE_LR × BASE_WIDTH / width, since
+   Adam's step moves every weight by about the rate and a wider layer sums more of them (as in μP).
+4. Dropout: none while the budget covers the text at most FREE_PASSES times; then DROPOUT_PER_PASS for
+   each further pass, up to MAX_DROPOUT, because a model that sees the same text again and again learns it by heart.
+
+The constants come from the measurements in README.md ("Recipe measurements").
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+WIDTHS = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
+TOKENS_PER_WEIGHT = 1.0
+BASE_LR = 1e-2
+BASE_WIDTH = 512
+FREE_PASSES = 2.0
+DROPOUT_PER_PASS = 0.1
+MAX_DROPOUT = 0.5
+
+
+@dataclass
+class Recipe:
+    hidden: int
+    dropout: float
+    lr: float
+    budget: int | None  # tokens the run is expected to train on; None when nothing bounds it
+    speed: float | None  # measured training tokens per second at this width; None when time does not bound the run
+    why: str
+
+    def to_dict(self) -> dict:
+        return {"hidden": self.hidden, "dropout": self.dropout, "lr": self.lr, "budget_tokens": self.budget, "tokens_per_s": self.speed, "why": self.why}
+
+
+def choose(
+    train_tokens: int,
+    weights_at: Callable[[int], int],
+    budget_for: Callable[[float | None], float | None],
+    speed_at: Callable[[int], float] | None,
+    hidden: int | None = None,
+    dropout: float | None = None,
+    lr: float | None = None,
+) -> Recipe:
+    """The recipe for a run; a hidden size, dropout or learning rate the user gave is kept as it is.
+
+    weights_at(width) counts the recurrent weights of a model that wide; budget_for(speed) is the run's budget
+    in tokens at a speed in tokens per second (None when nothing bounds it); speed_at(width) measures a speed,
+    and is None when the run has no --max-time, so no speed is needed.
+    """
+    speeds: dict[int, float] = {}
+
+    def budget_at(width: int) -> float | None:
+        if speed_at is not None and width not in speeds:
+            speeds[width] = speed_at(width)
+        return budget_for(speeds.get(width))
+
+    if hidden is None:
+        hidden = WIDTHS[0]  # even when the budget is too small for it
+        for width in WIDTHS:  # a wider model is slower too: the first that does not fit ends the search
+            budget = budget_at(width)
+            if budget is not None and weights_at(width) * TOKENS_PER_WEIGHT > budget:
+                break
+            hidden = width
+    budget = budget_at(hidden)
+    passes = None if budget is None else budget / train_tokens
+    if dropout is None:
+        extra = 0.0 if passes is None else passes - FREE_PASSES
+        dropout = round(min(MAX_DROPOUT, max(0.0, DROPOUT_PER_PASS * extra)) * 20) / 20  # in steps of 0.05
+    if lr is None:
+        lr = BASE_LR * min(1.0, BASE_WIDTH / hidden)
+    speed = speeds.get(hidden)
+    if budget is None:
+        why = "no limit bounds the run"
+    else:
+        why = f"about {budget:,.0f} tokens to train on, {passes:.1f} passes over the text"
+        why += f", at {speed:,.0f} tokens/s measured here" if speed else ""
+    return Recipe(hidden, dropout, lr, None if budget is None else int(budget), speed, why)

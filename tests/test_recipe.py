@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+import chargen
+from chargen import recipe
+from chargen.recipe import MAX_DROPOUT, TOKENS_PER_WEIGHT, WIDTHS, choose
+
+from .conftest import TINY_OPTIONS
+
+
+def weights(width: int) -> int:
+    """A two-layer LSTM's recurrent weights over 128-wide inputs."""
+    return 4 * width * (128 + width + 2) + 4 * width * (2 * width + 2)
+
+
+def test_widest_model_the_budget_can_train():
+    chosen = []
+    for width in WIDTHS[1:-1]:
+        budget = weights(width) * TOKENS_PER_WEIGHT * 1.01
+        chosen.append(choose(10**9, weights, lambda speed: budget, None).hidden)
+    assert chosen == list(WIDTHS[1:-1])
+
+
+def test_measures_no_wider_than_the_first_width_that_does_not_fit():
+    measured = []
+
+    def speed_at(width: int) -> float:
+        measured.append(width)
+        return 2e9 / width**2
+
+    r = choose(10**9, weights, lambda speed: 600 * speed, speed_at)
+    assert measured == list(WIDTHS[: WIDTHS.index(r.hidden) + 2])  # narrow to wide, one past the chosen
+
+
+def test_a_longer_time_limit_gives_a_wider_model_measured_at_its_own_width():
+    measured = []
+
+    def speed_at(width: int) -> float:
+        measured.append(width)
+        return 4e9 / width**2  # narrower models run faster
+
+    short = choose(10**9, weights, lambda speed: 60 * speed, speed_at)
+    long = choose(10**9, weights, lambda speed: 3600 * speed, speed_at)
+    assert long.hidden > short.hidden
+    assert short.speed == pytest.approx(4e9 / short.hidden**2) and short.budget == pytest.approx(60 * short.speed, rel=1e-6)
+    assert short.hidden in measured and long.hidden in measured
+
+
+def test_dropout_grows_with_passes_over_the_text():
+    dropouts = [choose(1_000_000, weights, lambda speed, p=passes: p * 1_000_000, None).dropout for passes in (1, 2, 3, 5, 50)]
+    assert dropouts[0] == dropouts[1] == 0.0
+    assert 0 < dropouts[2] < dropouts[3] < dropouts[4] == MAX_DROPOUT
+
+
+def test_given_options_are_kept():
+    r = choose(1_000_000, weights, lambda speed: 5e7, None, hidden=100, dropout=0.0)
+    assert (r.hidden, r.dropout) == (100, 0.0)
+
+
+def test_no_limit_means_the_widest_and_no_dropout():
+    r = choose(1_000_000, weights, lambda speed: None, None)
+    assert r.budget is None and r.dropout == 0.0 and r.hidden == WIDTHS[-1]
+
+
+def test_training_records_the_recipe_it_used(tmp_path, tiny_file):
+    options = {k: v for k, v in TINY_OPTIONS.items() if k not in ("hidden", "dropout", "lr")}
+    result = chargen.train(tiny_file, tmp_path / "run", max_time=2, quiet=True, **options)
+    config = json.loads((result.folder / "config.json").read_text())
+    chosen = config["recipe"]
+    assert config["model"]["hidden"] == chosen["hidden"] in recipe.WIDTHS
+    assert config["model"]["dropout"] == chosen["dropout"] and config["training"]["lr"] == chosen["lr"]
+    assert chosen["tokens_per_s"] > 0 and chosen["budget_tokens"] > 0
+    assert config["model"]["hidden"] == chargen.load(result.folder).model.config.hidden
+
+
+def test_wider_models_learn_at_a_lower_rate():
+    assert choose(10**9, weights, lambda speed: None, None, hidden=recipe.BASE_WIDTH).lr == recipe.BASE_LR
+    assert choose(10**9, weights, lambda speed: None, None, hidden=2 * recipe.BASE_WIDTH).lr == recipe.BASE_LR / 2
+    assert choose(10**9, weights, lambda speed: None, None, hidden=64, lr=3e-4).lr == 3e-4
