@@ -125,7 +125,16 @@ def test_predict_and_eval_bad_input(tmp_path, trained):
 def test_bench_reports_every_measure():
     result = run("bench", "--steps", 1, "--length", 8, "--streams", 2)
     assert result.exit_code == 0, result.output
-    for measure in ("training (default model", "sampling, one stream", "sampling, 2 streams", "first character"):
+    for measure in ("training (2 × 512 LSTM", "sampling, one stream", "sampling, 2 streams", "first character"):
         assert measure in result.stdout
     assert len(re.findall(r"\d\.\d\d×", result.stdout)) == 3  # a ratio for each measure with a reference
     bad(run("bench", "--steps", 0), 2, "steps must be at least 1")
+
+
+def test_bench_trains_the_reference_lstm_on_the_recipe_protocol(tiny_file):
+    result = run("bench", "--corpus", tiny_file, "--reference", 1)
+    assert result.exit_code == 0, result.output
+    bpc = float(re.search(r"validation (\d+\.\d+) bpc", result.stdout).group(1))
+    assert 0 < bpc < 8 and "reference LSTM" in result.stdout
+    bad(run("bench", "--reference", 1), 2, "needs --corpus")
+    bad(run("bench", "--corpus", tiny_file, "--reference", 0), 2, "positive number of seconds")
