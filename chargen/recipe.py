@@ -1,4 +1,4 @@
-"""The default recipe: how wide a model and how much dropout, from the text, the run's limits and this machine's speed.
+"""The default recipe: the width, dropout and learning rate that fit the text, the run's limits and this machine's speed.
 
 A model trained for minutes learns most when its size fits what it will see. The rules, in order:
 
