@@ -6,6 +6,7 @@ import itertools
 import math
 import shutil
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
 class TrainConfig:
     seq_len: int = 128
     batch_size: int = 32
-    lr: float = 1e-2
+    lr: float = recipe.BASE_LR  # the recipe scales it down for layers wider than recipe.BASE_WIDTH
     schedule: str = "cosine"  # cosine: decay to lr/20 as the nearest limit (time, steps, epochs) nears
     warmup: int = 50  # steps of linear warm-up
     weight_decay: float = 0.0
@@ -104,6 +105,13 @@ def bits_per_token(model: LanguageModel, data, batch_size: int, seq_len: int, pr
     return total / count
 
 
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the trainable weights; its fused kernel updates them all in one pass, where the device has it."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+
+
 def optimizer_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, state: State | None, precision: str, clip: float
 ) -> tuple[float, State]:
@@ -170,8 +178,7 @@ class Trainer:
             torch.manual_seed(config.seed + self.group.rank)
         self.precision = resolve_precision(config.precision, self.device)
         self.tensorboard = open_tensorboard(folder) if config.tensorboard and self.group.is_writer else None
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(model, config, self.device)
         self.inputs, self.targets = lanes(corpus.train, config.batch_size)
         share = self.group.share(config.batch_size)  # this rank's contiguous lanes
         self.inputs, self.targets = self.inputs[share], self.targets[share]
@@ -443,9 +450,10 @@ def check_length(data: Corpus, config: TrainConfig, path: Path) -> None:
         )
 
 
-def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, seconds: float = 0.5, most_steps: int = 3) -> float:
-    """Training tokens per second of a model of this shape on this machine: steps for about `seconds` after one to warm up.
+def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, seconds: float = 0.5, most_steps: int = 5) -> float:
+    """Training tokens per second of a model of this shape on this machine: the median of a few steps after one to warm up.
 
+    The median, because a shared machine can stall any one step; the fastest would promise more than a run keeps up.
     Under torchrun every rank measures its share of the lanes at once, and the speeds add up.
     """
     device = resolve_device(config.device)
@@ -453,19 +461,21 @@ def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, 
     if config.threads:
         torch.set_num_threads(config.threads)
     model = LanguageModel(model_config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config, device)
     share = group.share(config.batch_size)
     inputs, targets = (t[share] for t in lanes(data.train, config.batch_size))
     batches = itertools.cycle(windows(inputs, targets, config.seq_len))
     precision = resolve_precision(config.precision, device)
-    state, tokens, steps, start = None, 0, 0, 0.0
-    while steps <= most_steps and (steps < 2 or time.perf_counter() - start < seconds):
-        if steps == 1:
-            start, tokens = time.perf_counter(), 0
+    state, speeds, start = None, [], 0.0
+    while len(speeds) < 3 or (len(speeds) < most_steps and time.perf_counter() - start < seconds):
         x, y = (t.to(device) for t in next(batches))
+        began = time.perf_counter()
         _, state = optimizer_step(model, optimizer, x, y, state, precision, config.clip)
-        tokens, steps = tokens + y.numel(), steps + 1
-    return group.sum([tokens / (time.perf_counter() - start)])[0]
+        if start:
+            speeds.append(y.numel() / (time.perf_counter() - began))
+        else:  # the first step builds the kernels and is not timed
+            start = time.perf_counter()
+    return group.sum([statistics.median(speeds)])[0]
 
 
 def plan_model(

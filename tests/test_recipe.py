@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 
@@ -78,3 +79,26 @@ def test_wider_models_learn_at_a_lower_rate():
     assert choose(10**9, weights, lambda speed: None, None, hidden=recipe.BASE_WIDTH).lr == recipe.BASE_LR
     assert choose(10**9, weights, lambda speed: None, None, hidden=2 * recipe.BASE_WIDTH).lr == recipe.BASE_LR / 2
     assert choose(10**9, weights, lambda speed: None, None, hidden=64, lr=3e-4).lr == 3e-4
+
+
+def test_a_stalled_step_does_not_slow_the_measured_speed(monkeypatch, tiny_file):
+    """A shared machine pausing for one step must not make the recipe choose a narrower model."""
+    from chargen import train as training
+    from chargen.corpus import Corpus
+    from chargen.model import ModelConfig
+
+    corpus = Corpus.from_file(tiny_file)
+    config = training.TrainConfig(batch_size=4, seq_len=16, precision="fp32", threads=1)
+    model = ModelConfig(len(corpus.vocab), layers=1, hidden=32, embedding_dim=16)
+    real_step, calls = training.optimizer_step, []
+
+    def stalls_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first timed step
+            time.sleep(0.3)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "optimizer_step", stalls_once)
+    speed = training.measure_speed(model, corpus, config)
+    assert len(calls) >= 4  # one to warm up, then at least three timed
+    assert speed > 64 / 0.3 * 2  # a window of 64 tokens: the stall, had it counted, would give under 64 / 0.3
