@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 WIDTHS = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
 TOKENS_PER_WEIGHT = 1.0
-BASE_LR = 1e-2
+BASE_LR = 5e-3
 BASE_WIDTH = 512
 FREE_PASSES = 2.0
 DROPOUT_PER_PASS = 0.05

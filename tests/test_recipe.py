@@ -1,3 +1,4 @@
+import importlib
 import json
 import time
 
@@ -83,12 +84,12 @@ def test_wider_models_learn_at_a_lower_rate():
 
 def test_a_stalled_step_does_not_slow_the_measured_speed(monkeypatch, tiny_file):
     """A shared machine pausing for one step must not make the recipe choose a narrower model."""
-    from chargen import train as training
     from chargen.corpus import Corpus
     from chargen.model import ModelConfig
 
+    training = importlib.import_module("chargen.train")  # the module; chargen.train is the function
     corpus = Corpus.from_file(tiny_file)
-    config = training.TrainConfig(batch_size=4, seq_len=16, precision="fp32", threads=1)
+    config = training.TrainConfig(batch_size=4, seq_len=16, precision="fp32")
     model = ModelConfig(len(corpus.vocab), layers=1, hidden=32, embedding_dim=16)
     real_step, calls = training.optimizer_step, []
 
@@ -101,4 +102,5 @@ def test_a_stalled_step_does_not_slow_the_measured_speed(monkeypatch, tiny_file)
     monkeypatch.setattr(training, "optimizer_step", stalls_once)
     speed = training.measure_speed(model, corpus, config)
     assert len(calls) >= 4  # one to warm up, then at least three timed
-    assert speed > 64 / 0.3 * 2  # a window of 64 tokens: the stall, had it counted, would give under 64 / 0.3
+    # 64 tokens a step: an average over at most five steps that counted the stall would be under 5 * 64 / 0.3 = 1,067
+    assert speed > 2000
