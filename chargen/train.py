@@ -450,7 +450,7 @@ def check_length(data: Corpus, config: TrainConfig, path: Path) -> None:
         )
 
 
-def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, seconds: float = 0.5, most_steps: int = 5) -> float:
+def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, seconds: float = 0.5, fewest_steps: int = 3, most_steps: int = 5) -> float:
     """Training tokens per second of a model of this shape on this machine: the median of a few steps after one to warm up.
 
     The median, because a shared machine can stall any one step; the fastest would promise more than a run keeps up.
@@ -466,15 +466,19 @@ def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, 
     inputs, targets = (t[share] for t in lanes(data.train, config.batch_size))
     batches = itertools.cycle(windows(inputs, targets, config.seq_len))
     precision = resolve_precision(config.precision, device)
-    state, speeds, start = None, [], 0.0
-    while len(speeds) < 3 or (len(speeds) < most_steps and time.perf_counter() - start < seconds):
+    state = None
+
+    def step_speed() -> float:
+        nonlocal state
         x, y = (t.to(device) for t in next(batches))
         began = time.perf_counter()
         _, state = optimizer_step(model, optimizer, x, y, state, precision, config.clip)
-        if start:
-            speeds.append(y.numel() / (time.perf_counter() - began))
-        else:  # the first step builds the kernels and is not timed
-            start = time.perf_counter()
+        return y.numel() / (time.perf_counter() - began)
+
+    step_speed()  # the first step builds the kernels: not timed
+    speeds, start = [], time.perf_counter()
+    while len(speeds) < fewest_steps or (len(speeds) < most_steps and time.perf_counter() - start < seconds):
+        speeds.append(step_speed())
     return group.sum([statistics.median(speeds)])[0]
 
 

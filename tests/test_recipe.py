@@ -6,6 +6,8 @@ import pytest
 
 import chargen
 from chargen import recipe
+from chargen.corpus import Corpus
+from chargen.model import ModelConfig
 from chargen.recipe import MAX_DROPOUT, TOKENS_PER_WEIGHT, WIDTHS, choose
 
 from .conftest import TINY_OPTIONS
@@ -84,9 +86,6 @@ def test_wider_models_learn_at_a_lower_rate():
 
 def test_a_stalled_step_does_not_slow_the_measured_speed(monkeypatch, tiny_file):
     """A shared machine pausing for one step must not make the recipe choose a narrower model."""
-    from chargen.corpus import Corpus
-    from chargen.model import ModelConfig
-
     training = importlib.import_module("chargen.train")  # the module; chargen.train is the function
     corpus = Corpus.from_file(tiny_file)
     config = training.TrainConfig(batch_size=4, seq_len=16, precision="fp32")
