@@ -3,7 +3,9 @@
 A model trained for minutes learns most when its size fits what it will see. The rules, in order:
 
 1. Budget: the tokens the run will train on, the smallest of --max-steps × lanes × window,
-   --max-epochs × the training text, and --max-time × the measured speed of a model of that width.
+   --max-epochs × the training text, and --max-time × SPEED_KEPT × the measured speed of a model of that width.
+   A run keeps up less than the few steps measured at its start: it also validates, and a shared machine
+   seldom holds its first seconds' pace.
 2. Width: the widest of WIDTHS whose budget is at least TOKENS_PER_WEIGHT tokens for each recurrent weight.
    Wider models learn more from each character but run slower; below about that many tokens per weight
    they no longer catch up within the budget. Widths are tried from the narrowest up, each measured.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 WIDTHS = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
 TOKENS_PER_WEIGHT = 1.0
+SPEED_KEPT = 0.85
 BASE_LR = 5e-3
 BASE_WIDTH = 512
 FREE_PASSES = 2.0

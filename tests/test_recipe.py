@@ -74,7 +74,8 @@ def test_training_records_the_recipe_it_used(tmp_path, tiny_file):
     chosen = config["recipe"]
     assert config["model"]["hidden"] == chosen["hidden"] in recipe.WIDTHS
     assert config["model"]["dropout"] == chosen["dropout"] and config["training"]["lr"] == chosen["lr"]
-    assert chosen["tokens_per_s"] > 0 and chosen["budget_tokens"] > 0
+    assert chosen["tokens_per_s"] > 0
+    assert chosen["budget_tokens"] == pytest.approx(2 * recipe.SPEED_KEPT * chosen["tokens_per_s"], abs=1)
     assert config["model"]["hidden"] == chargen.load(result.folder).model.config.hidden
 
 
