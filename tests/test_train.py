@@ -17,7 +17,8 @@ def test_tiny_model_overfits_short_text(tmp_path):
     text = "abcdefghijklmnopqrstuvwxyz" * 40
     path = tmp_path / "alphabet.txt"
     path.write_text(text)
-    result = chargen.train(path, tmp_path / "out", max_steps=250, max_epochs=None, eval_every=50, warmup=10, quiet=True, **TINY_OPTIONS)
+    # no weight decay: it holds back the last confident logits that learning by heart needs
+    result = chargen.train(path, tmp_path / "out", max_steps=250, max_epochs=None, eval_every=50, warmup=10, weight_decay=0.0, quiet=True, **TINY_OPTIONS)
     assert result.steps == 250
     assert result.best_val_bpc < 0.05  # the alphabet is fully predictable once learned
 
