@@ -86,7 +86,7 @@ def _read_config(ctx: click.Context, param: click.Parameter, path: Path | None) 
 @click.option("--tie-weights", is_flag=True, help="Share the input embedding matrix with the output layer.")
 @click.option("--embeddings", type=click.Path(path_type=Path), help="Start the embeddings from GloVe or word2vec text vectors.")
 @click.option("--freeze-embeddings", is_flag=True, help="Keep the --embeddings vectors fixed.")
-@click.option("--lr", type=float, help=f"Adam learning rate  [default: {recipe.BASE_LR:g}, scaled down for layers wider than {recipe.BASE_WIDTH}]")
+@click.option("--lr", type=float, help=f"AdamW learning rate  [default: {recipe.BASE_LR:g}, scaled down for layers wider than {recipe.BASE_WIDTH}]")
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default=TrainConfig.schedule, show_default=True,
               help="cosine: decay to lr/20 as the nearest of --max-time, --max-steps, --max-epochs nears.")
 @click.option("--warmup", type=int, default=TrainConfig.warmup, show_default=True, help="Steps of linear learning-rate warm-up.")
