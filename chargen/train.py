@@ -35,7 +35,7 @@ FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
 @dataclass
 class TrainConfig:
     seq_len: int = 128
-    batch_size: int = 32
+    batch_size: int = 16  # on CPUs 16 lanes train as many characters per second as 32, with twice the updates
     lr: float = recipe.BASE_LR  # the recipe scales it down for layers wider than recipe.BASE_WIDTH
     schedule: str = "cosine"  # cosine: decay to lr/20 as the nearest limit (time, steps, epochs) nears
     warmup: int = 50  # steps of linear warm-up
@@ -45,7 +45,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_epochs: int | None = None  # DEFAULT_EPOCHS when no limit is given
     max_time: float | None = None
-    eval_every: int = 250
+    eval_every: int = 500  # about a million characters of training at 16 × 128
     patience: int | None = 5
     precision: str = "auto"
     device: str = "auto"
