@@ -35,7 +35,7 @@ FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
 @dataclass
 class TrainConfig:
     seq_len: int = 128
-    batch_size: int = 16  # on CPUs 16 lanes train as many characters per second as 32, with twice the updates
+    batch_size: int = recipe.LANES  # the recipe takes recipe.REPEAT_LANES for a run that repeats the text
     lr: float = recipe.BASE_LR  # the recipe scales it down for layers wider than recipe.BASE_WIDTH
     schedule: str = "cosine"  # cosine: decay to lr/20 as the nearest limit (time, steps, epochs) nears
     warmup: int = 50  # steps of linear warm-up
@@ -45,7 +45,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_epochs: int | None = None  # DEFAULT_EPOCHS when no limit is given
     max_time: float | None = None
-    eval_every: int = 500  # about a million characters of training at 16 × 128
+    eval_every: int = 500
     patience: int | None = 5
     precision: str = "auto"
     device: str = "auto"
@@ -483,15 +483,15 @@ def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, 
 
 
 def plan_model(
-    model_config: ModelConfig, data: Corpus, config: TrainConfig, hidden: int | None, dropout: float | None, lr: float | None
+    model_config: ModelConfig, data: Corpus, config: TrainConfig, hidden: int | None, dropout: float | None, lr: float | None, batch_size: int | None
 ) -> recipe.Recipe:
     """The default recipe (recipe.py) for this run: its budget from the limits, speeds measured on this machine."""
 
     def weights_at(width: int) -> int:
         return sum(p.numel() for p in LanguageModel(replace(model_config, hidden=width)).rnn.parameters())
 
-    def budget_for(speed: float | None) -> float | None:
-        limits = [config.max_steps * config.batch_size * config.seq_len if config.max_steps else None,
+    def budget_for(speed: float | None, lanes: int) -> float | None:
+        limits = [config.max_steps * lanes * config.seq_len if config.max_steps else None,
                   config.max_epochs * len(data.train) if config.max_epochs else None,
                   config.max_time * speed * recipe.SPEED_KEPT if config.max_time and speed else None]
         return min((limit for limit in limits if limit is not None), default=None)
@@ -499,7 +499,7 @@ def plan_model(
     def speed_at(width: int) -> float:
         return measure_speed(replace(model_config, hidden=width, dropout=dropout or 0.0), data, config)
 
-    return recipe.choose(len(data.train), weights_at, budget_for, speed_at if config.max_time else None, hidden, dropout, lr)
+    return recipe.choose(len(data.train), config.seq_len, weights_at, budget_for, speed_at if config.max_time else None, hidden, dropout, lr, batch_size)
 
 
 def describe(trainer: Trainer, path: Path) -> None:
@@ -515,7 +515,9 @@ def describe(trainer: Trainer, path: Path) -> None:
     )
     if "recipe" in trainer.meta:
         r = trainer.meta["recipe"]
-        trainer.display.log(f"recipe: {r['hidden']} units per layer, dropout {r['dropout']:g}, learning rate {r['lr']:g} ({r['why']})")
+        trainer.display.log(
+            f"recipe: {r['hidden']} units per layer, dropout {r['dropout']:g}, learning rate {r['lr']:g}, {config.batch_size} lanes ({r['why']})"
+        )
 
 
 def train(
@@ -539,7 +541,7 @@ def train(
     unknown = set(options) - MODEL_OPTIONS - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise TypeError(f"train() got unknown options: {', '.join(sorted(unknown))}")
-    chosen = {k: options.pop(k, None) for k in ("hidden", "dropout", "lr")}  # None: the recipe decides
+    chosen = {k: options.pop(k, None) for k in ("hidden", "dropout", "lr", "batch_size")}  # None: the recipe decides
     given = options | {k: v for k, v in chosen.items() if v is not None}
     model_config = ModelConfig(vocab_size=1, **{k: v for k, v in given.items() if k in MODEL_OPTIONS})
     config = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
@@ -557,7 +559,7 @@ def train(
     plan = plan_model(model_config, data, config, **chosen) if None in chosen.values() else None
     if plan is not None:
         model_config = replace(model_config, hidden=plan.hidden, dropout=plan.dropout)
-        config = replace(config, lr=plan.lr)
+        config = replace(config, lr=plan.lr, batch_size=plan.lanes)
     torch.manual_seed(config.seed)
     model = LanguageModel(model_config)
     check_space(folder, model)
