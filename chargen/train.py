@@ -45,7 +45,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_epochs: int | None = None  # DEFAULT_EPOCHS when no limit is given
     max_time: float | None = None
-    eval_every: int = 500
+    eval_every: int = 1000  # each validation pass and checkpoint costs training time: 600 s runs ended better with fewer
     patience: int | None = 5
     precision: str = "auto"
     device: str = "auto"
