@@ -12,7 +12,7 @@ from .corpora import KNOWN as KNOWN_CORPORA
 from .errors import ChargenError, OptionError
 from .model import CELLS, DEVICES, INPUTS, NONLINEARITIES, PRECISIONS, ModelConfig
 from .sample import Sampler, load
-from .train import TrainConfig
+from .train import EVAL_EVERY, VALIDATION_SHARE, TrainConfig
 
 
 class Group(click.Group):
@@ -98,7 +98,7 @@ def _read_config(ctx: click.Context, param: click.Parameter, path: Path | None) 
 @click.option("--max-steps", type=int, help="Stop after this many steps.")
 @click.option("--max-epochs", type=int, help="Stop after this many passes  [default: 10 when no other limit is given]")
 @click.option("--max-time", type=float, help="Stop after this many seconds.")
-@click.option("--eval-every", type=int, default=TrainConfig.eval_every, show_default=True, help="Steps between validations.")
+@click.option("--eval-every", type=int, help=f"Steps between validations  [default: {EVAL_EVERY:,}, skipping those that would take a --max-time run's validations past {VALIDATION_SHARE:.0%} of its time]")
 @click.option("--patience", type=int, default=TrainConfig.patience, show_default=True, help="Stop when validation has not improved for this many evaluations; 0 never stops.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=TrainConfig.precision, show_default=True, help="auto: bf16 where the device has it natively.")
 @click.option("--device", type=click.Choice(DEVICES), default=TrainConfig.device, show_default=True, help="auto: a CUDA GPU, else MPS, else the CPU.")

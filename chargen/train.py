@@ -30,6 +30,8 @@ LN2 = math.log(2)
 SCHEDULES = ("cosine", "constant")
 DEFAULT_EPOCHS = 10  # the limit of a run given none
 FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
+EVAL_EVERY = 1000  # steps between validations, unless --eval-every says otherwise
+VALIDATION_SHARE = 0.02  # of a --max-time run's time, the most its validations may take
 
 
 @dataclass
@@ -45,7 +47,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_epochs: int | None = None  # DEFAULT_EPOCHS when no limit is given
     max_time: float | None = None
-    eval_every: int = 1000  # each validation pass and checkpoint costs training time: 600 s runs ended better with fewer
+    eval_every: int | None = None  # None: every EVAL_EVERY steps, fewer where they would eat into a --max-time run
     patience: int | None = 5
     precision: str = "auto"
     device: str = "auto"
@@ -151,6 +153,8 @@ class Progress:
     best_val: float | None = None
     last_val: float | None = None
     evals_since_best: int = 0
+    validation_s: float = 0.0  # of elapsed_s, the time spent on validation passes
+    last_validation_s: float = 0.0
     bits_since_eval: float = 0.0  # for the training bpc reported at the next evaluation
     chars_since_eval: float = 0.0
 
@@ -310,7 +314,7 @@ class Trainer:
                 p.epoch, p.window = (epoch + 1, 0) if window + 1 == self.steps_per_epoch else (epoch, window + 1)
                 self.lane_state = None if p.window == 0 else state
                 p.elapsed_s = time.perf_counter() - start
-                if p.step % self.config.eval_every == 0:
+                if self.validation_due():
                     self.validate_and_save()
                 if self.config.sample_every and p.step % self.config.sample_every == 0 and self.group.is_writer:
                     self.show_sample()
@@ -328,6 +332,19 @@ class Trainer:
         best, last = (math.inf if v is None else v for v in (p.best_val, p.last_val))
         return TrainResult(self.folder, p.step, self.chars, p.elapsed_s, best, last, reason or "done", self.stop_signal is not None)
 
+    def validation_due(self) -> bool:
+        """Every --eval-every steps; by default every EVAL_EVERY, skipping those that would take a --max-time
+        run's validations past VALIDATION_SHARE of its time: each pass over the text and save is time not trained."""
+        c, p = self.config, self.progress
+        if c.eval_every is not None:
+            return p.step % c.eval_every == 0
+        if p.step % EVAL_EVERY:
+            return False
+        if c.max_time is None:
+            return True
+        fits = p.validation_s + p.last_validation_s <= VALIDATION_SHARE * p.elapsed_s
+        return self.group.any([fits])[0]  # ranks' clocks differ: all validate if any may
+
     def show_sample(self) -> None:
         """A few lines from the model as it is now, so the user watches it learn."""
         if self.device.type != "cpu":
@@ -338,6 +355,7 @@ class Trainer:
 
     def validate_and_save(self) -> None:
         c, p = self.config, self.progress
+        began = time.perf_counter()
         val = bits_per_token(self.model, self.corpus.val, c.batch_size, c.seq_len, self.precision, self.group) * self.val_tokens_per_char
         bits, chars = self.group.sum([p.bits_since_eval, p.chars_since_eval])
         train_bpc = bits / chars
@@ -346,6 +364,8 @@ class Trainer:
         p.best_val, p.evals_since_best = (val, 0) if improved else (p.best_val, p.evals_since_best + 1)
         p.bits_since_eval = p.chars_since_eval = 0.0
         lanes = self.group.gather_lanes(self.lane_state)  # every rank takes part; only rank 0 writes
+        p.last_validation_s = time.perf_counter() - began
+        p.validation_s += p.last_validation_s
         if not self.group.is_writer:
             return
         with self.saving():

@@ -1,3 +1,4 @@
+import importlib
 import json
 import math
 
@@ -11,6 +12,8 @@ from chargen.train import Trainer, bits_per_token
 from chargen.progress import TrainingDisplay
 
 from .conftest import TINY_OPTIONS, TINY_TEXT
+
+train_module = importlib.import_module("chargen.train")  # the package's `train` is the function
 
 
 def test_tiny_model_overfits_short_text(tmp_path):
@@ -89,6 +92,24 @@ def test_stops_at_max_epochs(tmp_path, tiny_file):
     lane = (len(Corpus.from_text(TINY_TEXT).train) - 1) // 4
     assert result.steps == 2 * math.ceil(lane / 16)
     assert "max-epochs" in result.stopped_because
+
+
+@pytest.mark.parametrize(
+    "limits, share, validated",
+    [
+        ({"max_steps": 20}, 0.0, [5, 10, 15, 20]),  # no --max-time: every EVAL_EVERY steps
+        ({"max_steps": 20, "max_time": 1e6}, 0.0, [5, 20]),  # the first fits any share; then only the last
+        ({"max_steps": 20, "max_time": 1e6}, 1e6, [5, 10, 15, 20]),
+        ({"max_steps": 20, "max_time": 1e6, "eval_every": 10}, 0.0, [10, 20]),  # --eval-every is kept as given
+    ],
+)
+def test_a_time_bound_run_keeps_validation_to_its_share(tmp_path, tiny_file, monkeypatch, limits, share, validated):
+    monkeypatch.setattr(train_module, "EVAL_EVERY", 5)
+    monkeypatch.setattr(train_module, "VALIDATION_SHARE", share)
+    chargen.train(tiny_file, tmp_path / "out", quiet=True, **limits, **TINY_OPTIONS)
+    records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == validated
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["progress"]["step"] == 20
 
 
 def test_early_stopping_by_patience(tmp_path, tiny_file):
