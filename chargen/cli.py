@@ -12,7 +12,7 @@ from .corpora import KNOWN as KNOWN_CORPORA
 from .errors import ChargenError, OptionError
 from .model import CELLS, DEVICES, INPUTS, NONLINEARITIES, PRECISIONS, ModelConfig
 from .sample import Sampler, load
-from .train import EVAL_EVERY, VALIDATION_SHARE, TrainConfig
+from .train import EVAL_EVERY, SCHEDULES, VALIDATION_SHARE, TrainConfig
 
 
 class Group(click.Group):
@@ -87,8 +87,8 @@ def _read_config(ctx: click.Context, param: click.Parameter, path: Path | None) 
 @click.option("--embeddings", type=click.Path(path_type=Path), help="Start the embeddings from GloVe or word2vec text vectors.")
 @click.option("--freeze-embeddings", is_flag=True, help="Keep the --embeddings vectors fixed.")
 @click.option("--lr", type=float, help=f"AdamW learning rate  [default: {recipe.BASE_LR:g}, scaled down for layers wider than {recipe.BASE_WIDTH}]")
-@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default=TrainConfig.schedule, show_default=True,
-              help="cosine: decay to lr/20 as the nearest of --max-time, --max-steps, --max-epochs nears.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=TrainConfig.schedule, show_default=True,
+              help="After the warm-up, linear: down to 0 at the nearest of --max-time, --max-steps, --max-epochs; cosine: down to lr/20 there.")
 @click.option("--warmup", type=int, default=TrainConfig.warmup, show_default=True, help="Steps of linear learning-rate warm-up.")
 @click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True, help="AdamW weight decay.")
 @click.option("--clip", type=float, default=TrainConfig.clip, show_default=True, help="Global gradient-norm clip; 0 turns it off.")

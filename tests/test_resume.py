@@ -17,7 +17,7 @@ from chargen import ChargenError, OptionError
 
 from .conftest import TINY_OPTIONS
 
-# a constant rate: a cosine schedule follows the limits, and the first half of a split run has other limits
+# a constant rate: a decaying schedule follows the limits, and the first half of a split run has other limits
 OPTIONS = {**TINY_OPTIONS, "layers": 2, "dropout": 0.2, "eval_every": 10, "quiet": True, "schedule": "constant"}
 CLI_TINY = ["--layers", "1", "--hidden", "16", "--embedding-dim", "8", "--batch-size", "2", "--seq-len", "8", "--precision", "fp32", "--quiet"]
 

@@ -147,12 +147,24 @@ def test_options_out_of_range(options):
         TrainConfig(**options)
 
 
-def test_cosine_schedule_warms_up_then_decays_with_the_run(tmp_path):
-    trainer = make_trainer(tmp_path, lr=1e-2, warmup=10, schedule="cosine", max_steps=100)
+def rates_over(trainer: Trainer, steps: int) -> list[float]:
     rates = []
-    for step in range(100):
+    for step in range(steps):
         trainer.progress.step = step
         rates.append(trainer.learning_rate(trainer.fraction_done(0.0)))
+    return rates
+
+
+def test_the_linear_schedule_warms_up_then_falls_to_zero_with_the_run(tmp_path):
+    assert TrainConfig().schedule == "linear"
+    rates = rates_over(make_trainer(tmp_path, lr=1e-2, warmup=10, max_steps=100), 100)
+    assert rates[0] == pytest.approx(1e-3) and rates[9] == pytest.approx(1e-2 * 0.91)
+    assert rates[50] == pytest.approx(1e-2 * 0.5) and rates[-1] == pytest.approx(1e-2 * 0.01)
+    assert all(a > b for a, b in zip(rates[10:], rates[11:]))  # falls at every step after the warm-up
+
+
+def test_cosine_schedule_warms_up_then_decays_with_the_run(tmp_path):
+    rates = rates_over(make_trainer(tmp_path, lr=1e-2, warmup=10, schedule="cosine", max_steps=100), 100)
     assert rates[0] == pytest.approx(1e-3) and rates[9] == pytest.approx(1e-2 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.09))))
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))  # never rises after the warm-up
     assert rates[-1] == pytest.approx(1e-2 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.99))))
