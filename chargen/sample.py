@@ -63,14 +63,23 @@ class Sampler:
         self.folder = folder
         self.stepper = Stepper(model, precision)  # for generation; predictions always use float32 figures
 
+    @cached_property
+    def start_ids(self) -> torch.Tensor:
+        """A newline, read before every prompt (nothing if the vocabulary has none).
+
+        A model trained with its state carried from window to window has seldom read from a zero state,
+        and from one a prompt can leave it lost (README, Sampling); the state after a newline is one it knows.
+        """
+        try:
+            return torch.from_numpy(self.vocab.encode("\n")).long()
+        except ChargenError:
+            return torch.zeros(0, dtype=torch.long)
+
     def prompt_ids(self, prompt: str) -> torch.Tensor:
-        """The prompt as ids; an empty prompt starts the model after a newline (or its first token)."""
-        if not prompt:
-            try:
-                return torch.from_numpy(self.vocab.encode("\n")).long()
-            except ChargenError:
-                return torch.zeros(1, dtype=torch.long)
-        return torch.from_numpy(self.vocab.encode(prompt, what="prompt")).long()
+        """The ids the model reads before it writes: start_ids, then the prompt (or the first token, if both are empty)."""
+        ids = torch.from_numpy(self.vocab.encode(prompt, what="prompt")).long() if prompt else torch.zeros(0, dtype=torch.long)
+        ids = torch.cat([self.start_ids, ids])
+        return ids if len(ids) else torch.zeros(1, dtype=torch.long)
 
     def generate_ids(
         self, prompt: str, length: int, temperature: float, top_k: int, top_p: float, seed: int | None, num_samples: int

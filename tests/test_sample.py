@@ -24,12 +24,32 @@ def test_greedy_follows_the_argmax(trained):
     lm = chargen.load(trained)
     text = lm.generate("the quick", length=20, temperature=0)
     assert text == lm.generate("the quick", length=20, temperature=0, seed=123)
-    # each greedy character is the model's most probable one given everything before it
-    ids = torch.from_numpy(lm.vocab.encode(text)).long()[None]
+    # each greedy character is the model's most probable one given everything before it, read after a newline
+    ids = torch.from_numpy(lm.vocab.encode("\n" + text)).long()[None]
     with torch.no_grad():
         logits, _ = lm.model(ids)
-    expected = lm.vocab.decode(logits[0, len("the quick") - 1 : -1].argmax(-1))
+    expected = lm.vocab.decode(logits[0, len("\nthe quick") - 1 : -1].argmax(-1))
     assert text[len("the quick"):] == expected
+
+
+def test_every_prompt_is_read_after_a_newline(trained):
+    lm = chargen.load(trained)
+    assert lm.prompt_ids("the").tolist() == lm.vocab.encode("\nthe").tolist()
+    assert lm.prompt_ids("").tolist() == lm.vocab.encode("\n").tolist()
+    with torch.no_grad():
+        after_newline = lm.model(torch.from_numpy(lm.vocab.encode("\nthe qu")).long()[None])[0][0, -1].softmax(-1)
+        from_zero = lm.model(torch.from_numpy(lm.vocab.encode("the qu")).long()[None])[0][0, -1].softmax(-1)
+    probs = dict(lm.next_token_probs("the qu"))
+    assert [probs[c] for c in lm.vocab.token_texts] == pytest.approx(after_newline.tolist(), abs=1e-6)
+    assert not torch.allclose(after_newline, from_zero)  # the newline makes a difference the test can see
+
+
+def test_a_vocabulary_without_newlines_reads_the_prompt_alone():
+    vocab = chargen.Corpus.from_text("abcab" * 20).vocab
+    lm = chargen.Sampler(chargen.LanguageModel(chargen.ModelConfig(vocab_size=len(vocab), hidden=8, layers=1)), vocab)
+    assert lm.prompt_ids("ab").tolist() == vocab.encode("ab").tolist()
+    assert lm.prompt_ids("").tolist() == [0]
+    assert len(lm.generate("", length=5, seed=0)) == 5
 
 
 def test_num_samples_are_a_batch_of_independent_streams(trained):
