@@ -63,15 +63,16 @@ def test_given_options_are_kept():
 
 
 def test_more_lanes_only_when_the_text_repeats():
-    lanes = [choose(1_000_000, 128, weights, lambda speed, lanes, p=passes: p * 1_000_000, None).lanes for passes in (1, 2, 3, 50)]
+    passes = (1, recipe.REPEAT_PASSES, recipe.REPEAT_PASSES + 0.5, 50)
+    lanes = [choose(1_000_000, 128, weights, lambda speed, lanes, p=p: p * 1_000_000, None).lanes for p in passes]
     assert lanes == [recipe.LANES, recipe.LANES, recipe.REPEAT_LANES, recipe.REPEAT_LANES]
     short_text = 128 * recipe.REPEAT_LANES  # one window short of room for every lane
     assert choose(short_text, 128, weights, lambda speed, lanes: 50 * short_text, None).lanes == recipe.LANES
 
 
 def test_a_step_bound_budget_counts_the_lanes_it_chose():
-    r = choose(1_000_000, 128, weights, lambda speed, lanes: 1000 * lanes * 128, None)  # --max-steps 1000
-    assert r.lanes == recipe.REPEAT_LANES and r.budget == 1000 * recipe.REPEAT_LANES * 128
+    r = choose(1_000_000, 128, weights, lambda speed, lanes: 2000 * lanes * 128, None)  # --max-steps 2000
+    assert r.lanes == recipe.REPEAT_LANES and r.budget == 2000 * recipe.REPEAT_LANES * 128
 
 
 def test_no_limit_means_the_widest_and_no_dropout():
