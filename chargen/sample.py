@@ -77,8 +77,7 @@ class Sampler:
 
     def prompt_ids(self, prompt: str) -> torch.Tensor:
         """The ids the model reads before it writes: start_ids, then the prompt (or the first token, if both are empty)."""
-        ids = torch.from_numpy(self.vocab.encode(prompt, what="prompt")).long() if prompt else torch.zeros(0, dtype=torch.long)
-        ids = torch.cat([self.start_ids, ids])
+        ids = torch.cat([self.start_ids, torch.from_numpy(self.vocab.encode(prompt, what="prompt")).long()])
         return ids if len(ids) else torch.zeros(1, dtype=torch.long)
 
     def generate_ids(
