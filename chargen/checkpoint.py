@@ -187,7 +187,7 @@ def load(folder: str | Path, weights: str = WEIGHTS) -> Checkpoint:
     config = read_config(folder)
     try:
         vocab = read_vocabulary(folder, config["vocabulary"])
-        model = LanguageModel(ModelConfig(**config["model"]))
+        model = LanguageModel(ModelConfig(**{"skip_connections": False, **config["model"]}))  # older configs lack the key: their models had none
     except ChargenError as e:
         if isinstance(e, OptionError):  # a config no chargen would write
             raise ChargenError(f"{folder / CONFIG}: {e}") from None

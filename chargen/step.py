@@ -27,16 +27,15 @@ class Stepper:
         reduced = resolve_precision(precision) == "bf16"
         self.dtypes = (torch.float16, torch.bfloat16) if reduced else (torch.float32,)
         self.cell = model.config.cell
-        rnn, hidden = model.rnn, model.config.hidden
+        hidden = model.config.hidden
         # PyTorch orders an LSTM's gates i, f, g, o; i, f, o, g lets one sigmoid cover three of them
         order = torch.cat([torch.arange(2 * hidden), torch.arange(3 * hidden, 4 * hidden), torch.arange(2 * hidden, 3 * hidden)])
         self.weights: dict[torch.dtype, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.biases: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.table: torch.Tensor | None = None
         with torch.no_grad():
-            for layer in range(rnn.num_layers):
-                w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
-                b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
+            for layer in range(model.config.layers):
+                w_ih, w_hh, b_ih, b_hh = model.layer_weights(layer)
                 if self.cell == "lstm":
                     w_ih, w_hh, b_ih, b_hh = w_ih[order], w_hh[order], b_ih[order], b_hh[order]
                 self.biases.append((b_ih.clone(), b_hh.clone()))
@@ -44,7 +43,7 @@ class Stepper:
                     self.weights.setdefault(dtype, []).append((w_ih.to(dtype).contiguous(), w_hh.to(dtype).contiguous()))
                 if layer == 0 and model.config.vocab_size <= TABLE_LIMIT:
                     self.table = F.linear(model.encode_inputs(torch.arange(model.config.vocab_size)[None])[0], w_ih, b_ih)
-        self.activation = torch.relu if getattr(rnn, "nonlinearity", "tanh") == "relu" else torch.tanh
+        self.activation = torch.relu if model.config.nonlinearity == "relu" else torch.tanh
 
     @staticmethod
     def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -82,6 +81,6 @@ class Stepper:
             else:
                 x = self.activation(from_input + from_state)
             hs.append(x)
-        logits = self.model.head(self.model.project(x))
+        logits = self.model.head(self.model.project(torch.cat(hs, dim=1) if self.model.skip else x))
         new_state = (torch.stack(hs), torch.stack(cs)) if self.cell == "lstm" else torch.stack(hs)
         return logits, new_state

@@ -8,9 +8,10 @@ from chargen.step import Stepper
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("input", ["embedding", "onehot"])
-def test_carried_state_equals_one_long_pass(cell, input):
+@pytest.mark.parametrize("skip", [True, False])
+def test_carried_state_equals_one_long_pass(cell, input, skip):
     torch.manual_seed(0)
-    model = LanguageModel(ModelConfig(vocab_size=11, cell=cell, input=input, layers=2, hidden=16, embedding_dim=8)).eval()
+    model = LanguageModel(ModelConfig(vocab_size=11, cell=cell, input=input, layers=2, hidden=16, embedding_dim=8, skip_connections=skip)).eval()
     tokens = torch.randint(0, 11, (3, 20))
     whole, _ = model(tokens)
     first, state = model(tokens[:, :12])
@@ -26,9 +27,25 @@ def test_detach_cuts_the_graph():
     assert not any(s.requires_grad for s in detach_state(state))
 
 
-def test_relu_rnn():
-    model = LanguageModel(ModelConfig(vocab_size=5, cell="rnn", nonlinearity="relu", hidden=8))
-    assert model.rnn.nonlinearity == "relu"
+@pytest.mark.parametrize("skip", [True, False])
+def test_relu_rnn(skip):
+    model = LanguageModel(ModelConfig(vocab_size=5, cell="rnn", nonlinearity="relu", hidden=8, skip_connections=skip))
+    assert all(layer.nonlinearity == "relu" for layer in (model.rnn if skip else [model.rnn]))
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_skip_connections_let_the_output_read_the_lower_layers(skip):
+    """A top layer with zero weights outputs zeros: only skip connections still carry the text to the output."""
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=11, layers=2, hidden=8, embedding_dim=4, skip_connections=skip)).eval()
+    top = model.rnn[1] if skip else model.rnn
+    with torch.no_grad():
+        for name, weights in top.named_parameters():
+            if name.endswith("l1") or skip:
+                weights.zero_()
+        logits, _ = model(torch.randint(0, 11, (1, 6)))
+    assert model.head.in_features == (16 if skip else 8)
+    assert (logits.std(dim=1).max().item() > 1e-4) == skip
 
 
 @pytest.mark.parametrize(
@@ -48,6 +65,9 @@ def test_bad_config(options):
         dict(cell="rnn", layers=2, nonlinearity="relu"),
         dict(cell="lstm", layers=1, input="onehot"),
         dict(cell="lstm", layers=2, tie_weights=True, embedding_dim=12),
+        dict(cell="lstm", layers=2, skip_connections=False),
+        dict(cell="gru", layers=2, skip_connections=False),
+        dict(cell="lstm", layers=3, tie_weights=True, embedding_dim=12, skip_connections=False),
     ],
 )
 def test_stepper_equals_the_fused_layer(options):

@@ -154,6 +154,17 @@ def test_truncated_resume_file_is_a_clear_error(tmp_path, trained):
         chargen.resume(folder, max_steps=100)
 
 
+def test_a_checkpoint_from_before_skip_connections_loads_and_resumes(tmp_path, tiny_file):
+    """config.json written before skip connections existed has no such key: its model had none."""
+    chargen.train(tiny_file, tmp_path / "old", max_steps=10, skip_connections=False, **OPTIONS)
+    path = tmp_path / "old" / "config.json"
+    config = json.loads(path.read_text())
+    del config["model"]["skip_connections"]
+    path.write_text(json.dumps(config))
+    assert not chargen.load(tmp_path / "old").model.skip
+    assert chargen.resume(tmp_path / "old", max_steps=20, quiet=True).steps == 20
+
+
 def torchrun(*args, processes=2):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "chargen", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"})
