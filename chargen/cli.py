@@ -84,7 +84,11 @@ def _read_config(ctx: click.Context, param: click.Parameter, path: Path | None) 
 @click.option("--embedding-dim", type=int, default=ModelConfig.embedding_dim, show_default=True)
 @click.option("--dropout", type=float, help="Between layers and before the output layer  [default: from the passes over the text the run will make]")
 @click.option("--tie-weights", is_flag=True, help="Share the input embedding matrix with the output layer.")
-@click.option("--skip-connections/--no-skip-connections", default=ModelConfig.skip_connections, show_default=True, help="The output layer reads every recurrent layer, not only the last.")
+@click.option(
+    "--skip-connections/--no-skip-connections",
+    default=None,
+    help=f"The output layer reads every recurrent layer, not only the last  [default: on while the run passes over the text at most {recipe.REPEAT_PASSES:g} times]",
+)
 @click.option("--embeddings", type=click.Path(path_type=Path), help="Start the embeddings from GloVe or word2vec text vectors.")
 @click.option("--freeze-embeddings", is_flag=True, help="Keep the --embeddings vectors fixed.")
 @click.option("--lr", type=float, help=f"AdamW learning rate  [default: {recipe.BASE_LR:g}, scaled down for layers wider than {recipe.BASE_WIDTH}]")

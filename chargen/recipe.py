@@ -18,6 +18,9 @@ A model trained for minutes learns most when its size fits what it will see. The
    text is new; on text seen many times, twice the updates per pass learn it by heart sooner. 16 lanes won
    at two passes, the two were level at five and 32 won far at twelve: the switch sits between, so that
    a run near two passes does not flip with the speed its machine happens to run at.
+6. Skip connections (the output layer reads every layer) while the text is new, at most REPEAT_PASSES
+   passes, and none beyond: they let a model learn faster from each step, which on text seen many times
+   means learning it by heart sooner.
 
 The constants come from the measurements in README.md ("Recipe measurements").
 """
@@ -48,9 +51,13 @@ class Recipe:
     budget: int | None  # tokens the run is expected to train on; None when nothing bounds it
     speed: float | None  # measured training tokens per second at this width; None when time does not bound the run
     why: str
+    skip_connections: bool = True
 
     def to_dict(self) -> dict:
-        return {"hidden": self.hidden, "dropout": self.dropout, "lr": self.lr, "lanes": self.lanes, "budget_tokens": self.budget, "tokens_per_s": self.speed, "why": self.why}
+        return {
+            "hidden": self.hidden, "dropout": self.dropout, "lr": self.lr, "lanes": self.lanes, "skip_connections": self.skip_connections,
+            "budget_tokens": self.budget, "tokens_per_s": self.speed, "why": self.why,
+        }
 
 
 def choose(
@@ -63,8 +70,9 @@ def choose(
     dropout: float | None = None,
     lr: float | None = None,
     lanes: int | None = None,
+    skip_connections: bool | None = None,
 ) -> Recipe:
-    """The recipe for a run; a hidden size, dropout, learning rate or number of lanes the user gave is kept as it is.
+    """The recipe for a run; a hidden size, dropout, learning rate, number of lanes or skip connections the user gave are kept as they are.
 
     window is the BPTT window in tokens: a text too short for REPEAT_LANES of them keeps LANES.
     weights_at(width) counts the recurrent weights of a model that wide; budget_for(speed, lanes) is the run's
@@ -85,10 +93,12 @@ def choose(
             if budget is not None and weights_at(width) * TOKENS_PER_WEIGHT > budget:
                 break
             hidden = width
+    budget = budget_at(hidden, lanes or LANES)
+    repeats = budget is not None and budget / train_tokens > REPEAT_PASSES
     if lanes is None:
-        budget = budget_at(hidden, LANES)
-        repeats = budget is not None and budget / train_tokens > REPEAT_PASSES
         lanes = REPEAT_LANES if repeats and REPEAT_LANES * window < train_tokens else LANES
+    if skip_connections is None:
+        skip_connections = not repeats
     budget = budget_at(hidden, lanes)  # more lanes make a step-bound run longer
     passes = None if budget is None else budget / train_tokens
     if dropout is None:
@@ -102,4 +112,4 @@ def choose(
     else:
         why = f"about {budget:,.0f} tokens to train on, {passes:.1f} passes over the text"
         why += f", at {speed:,.0f} tokens/s measured here" if speed else ""
-    return Recipe(hidden, dropout, lr, lanes, None if budget is None else int(budget), speed, why)
+    return Recipe(hidden, dropout, lr, lanes, None if budget is None else int(budget), speed, why, skip_connections)

@@ -505,7 +505,14 @@ def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, 
 
 
 def plan_model(
-    model_config: ModelConfig, data: Corpus, config: TrainConfig, hidden: int | None, dropout: float | None, lr: float | None, batch_size: int | None
+    model_config: ModelConfig,
+    data: Corpus,
+    config: TrainConfig,
+    hidden: int | None,
+    dropout: float | None,
+    lr: float | None,
+    batch_size: int | None,
+    skip_connections: bool | None,
 ) -> recipe.Recipe:
     """The default recipe (recipe.py) for this run: its budget from the limits, speeds measured on this machine."""
 
@@ -521,7 +528,8 @@ def plan_model(
     def speed_at(width: int) -> float:
         return measure_speed(replace(model_config, hidden=width, dropout=dropout or 0.0), data, config)
 
-    return recipe.choose(len(data.train), config.seq_len, weights_at, budget_for, speed_at if config.max_time else None, hidden, dropout, lr, batch_size)
+    speed = speed_at if config.max_time else None
+    return recipe.choose(len(data.train), config.seq_len, weights_at, budget_for, speed, hidden, dropout, lr, batch_size, skip_connections)
 
 
 def describe(trainer: Trainer, path: Path) -> None:
@@ -538,7 +546,8 @@ def describe(trainer: Trainer, path: Path) -> None:
     if "recipe" in trainer.meta:
         r = trainer.meta["recipe"]
         trainer.display.log(
-            f"recipe: {r['hidden']} units per layer, dropout {r['dropout']:g}, learning rate {r['lr']:g}, {config.batch_size} lanes ({r['why']})"
+            f"recipe: {r['hidden']} units per layer, dropout {r['dropout']:g}, learning rate {r['lr']:g}, {config.batch_size} lanes, "
+            f"{'skip connections' if trainer.model.skip else 'no skip connections'} ({r['why']})"
         )
 
 
@@ -563,7 +572,7 @@ def train(
     unknown = set(options) - MODEL_OPTIONS - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise TypeError(f"train() got unknown options: {', '.join(sorted(unknown))}")
-    chosen = {k: options.pop(k, None) for k in ("hidden", "dropout", "lr", "batch_size")}  # None: the recipe decides
+    chosen = {k: options.pop(k, None) for k in ("hidden", "dropout", "lr", "batch_size", "skip_connections")}  # None: the recipe decides
     given = options | {k: v for k, v in chosen.items() if v is not None}
     model_config = ModelConfig(vocab_size=1, **{k: v for k, v in given.items() if k in MODEL_OPTIONS})
     config = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
@@ -580,7 +589,7 @@ def train(
     model_config = replace(model_config, vocab_size=len(data.vocab))
     plan = plan_model(model_config, data, config, **chosen) if None in chosen.values() else None
     if plan is not None:
-        model_config = replace(model_config, hidden=plan.hidden, dropout=plan.dropout)
+        model_config = replace(model_config, hidden=plan.hidden, dropout=plan.dropout, skip_connections=plan.skip_connections)
         config = replace(config, lr=plan.lr, batch_size=plan.lanes)
     torch.manual_seed(config.seed)
     model = LanguageModel(model_config)

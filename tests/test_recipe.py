@@ -70,6 +70,14 @@ def test_more_lanes_only_when_the_text_repeats():
     assert choose(short_text, 128, weights, lambda speed, lanes: 50 * short_text, None).lanes == recipe.LANES
 
 
+def test_skip_connections_only_while_the_text_is_new():
+    passes = (1, recipe.REPEAT_PASSES, recipe.REPEAT_PASSES + 0.5, 50)
+    skips = [choose(1_000_000, 128, weights, lambda speed, lanes, p=p: p * 1_000_000, None).skip_connections for p in passes]
+    assert skips == [True, True, False, False]
+    assert choose(1_000_000, 128, weights, lambda speed, lanes: 50e6, None, skip_connections=True).skip_connections
+    assert not choose(1_000_000, 128, weights, lambda speed, lanes: 1e6, None, skip_connections=False).skip_connections
+
+
 def test_a_step_bound_budget_counts_the_lanes_it_chose():
     r = choose(1_000_000, 128, weights, lambda speed, lanes: 2000 * lanes * 128, None)  # --max-steps 2000
     assert r.lanes == recipe.REPEAT_LANES and r.budget == 2000 * recipe.REPEAT_LANES * 128
@@ -88,6 +96,7 @@ def test_training_records_the_recipe_it_used(tmp_path, tiny_file):
     assert config["model"]["hidden"] == chosen["hidden"] in recipe.WIDTHS
     assert config["model"]["dropout"] == chosen["dropout"] and config["training"]["lr"] == chosen["lr"]
     assert config["training"]["batch_size"] == chosen["lanes"] == TINY_OPTIONS["batch_size"]
+    assert config["model"]["skip_connections"] == chosen["skip_connections"]
     assert chosen["tokens_per_s"] > 0
     assert chosen["budget_tokens"] == pytest.approx(2 * recipe.SPEED_KEPT * chosen["tokens_per_s"], abs=1)
     assert config["model"]["hidden"] == chargen.load(result.folder).model.config.hidden
