@@ -26,7 +26,7 @@ def summary(folder: str | Path) -> dict:
         "architecture": f"{model['layers']}×{model['hidden']} {model['cell']}"
         + (f", embedding {model['embedding_dim']}" if model["input"] == "embedding" else ", one-hot")
         + (", tied" if model.get("tie_weights") else "")
-        + (", skip connections" if model.get("skip_connections") and model["layers"] > 1 else "")
+        + (", skip connections" if ckpt.model.skip else "")
         + (f", dropout {model['dropout']:g}" if model.get("dropout") else ""),
         "chosen_by": f"the default recipe: {config['recipe']['why']}" if "recipe" in config else "the options given",
         "parameters": ckpt.model.num_parameters(),

@@ -528,8 +528,8 @@ def plan_model(
     def speed_at(width: int) -> float:
         return measure_speed(replace(model_config, hidden=width, dropout=dropout or 0.0), data, config)
 
-    speed = speed_at if config.max_time else None
-    return recipe.choose(len(data.train), config.seq_len, weights_at, budget_for, speed, hidden, dropout, lr, batch_size, skip_connections)
+    measure = speed_at if config.max_time else None
+    return recipe.choose(len(data.train), config.seq_len, weights_at, budget_for, measure, hidden, dropout, lr, batch_size, skip_connections)
 
 
 def describe(trainer: Trainer, path: Path) -> None:
