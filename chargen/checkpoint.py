@@ -181,13 +181,18 @@ def read_config(folder: Path) -> dict:
     return config
 
 
+def model_options(config: dict) -> dict:
+    """The ModelConfig fields of a config.json; configs written before skip connections lack the key, and their models had none."""
+    return {"skip_connections": False, **config.get("model", {})}
+
+
 def load(folder: str | Path, weights: str = WEIGHTS) -> Checkpoint:
     """Read a checkpoint folder; any missing, corrupt or mismatched file is a one-line ChargenError."""
     folder = Path(folder)
     config = read_config(folder)
     try:
         vocab = read_vocabulary(folder, config["vocabulary"])
-        model = LanguageModel(ModelConfig(**{"skip_connections": False, **config["model"]}))  # older configs lack the key: their models had none
+        model = LanguageModel(ModelConfig(**model_options(config)))
     except ChargenError as e:
         if isinstance(e, OptionError):  # a config no chargen would write
             raise ChargenError(f"{folder / CONFIG}: {e}") from None

@@ -48,10 +48,10 @@ class Recipe:
     dropout: float
     lr: float
     lanes: int
+    skip_connections: bool
     budget: int | None  # tokens the run is expected to train on; None when nothing bounds it
     speed: float | None  # measured training tokens per second at this width; None when time does not bound the run
     why: str
-    skip_connections: bool = True
 
     def to_dict(self) -> dict:
         return {
@@ -112,4 +112,4 @@ def choose(
     else:
         why = f"about {budget:,.0f} tokens to train on, {passes:.1f} passes over the text"
         why += f", at {speed:,.0f} tokens/s measured here" if speed else ""
-    return Recipe(hidden, dropout, lr, lanes, None if budget is None else int(budget), speed, why, skip_connections)
+    return Recipe(hidden, dropout, lr, lanes, skip_connections, None if budget is None else int(budget), speed, why)

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from .checkpoint import model_options
 from .errors import ChargenError
 
 if sys.version_info >= (3, 11):
@@ -16,7 +17,7 @@ else:  # pragma: no cover
 def from_checkpoint_config(config: dict) -> dict:
     """The options a run was started with, from its config.json: rerunning them retrains the same model."""
     corpus = config.get("corpus", {})
-    options = {k: v for k, v in config.get("model", {}).items() if k != "vocab_size"}
+    options = {k: v for k, v in model_options(config).items() if k != "vocab_size"}
     options.update({k: v for k, v in config.get("training", {}).items() if k != "precision_used"})
     options.update({k: corpus[k] for k in ("val_fraction", "encoding", "keep_newlines", "tokenizer", "vocab_size", "min_frequency") if k in corpus})
     if "path" in corpus:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 import chargen
 from chargen import ChargenError, OptionError
+from chargen.settings import from_checkpoint_config
 
 from .conftest import TINY_OPTIONS
 
@@ -163,6 +164,7 @@ def test_a_checkpoint_from_before_skip_connections_loads_and_resumes(tmp_path, t
     path.write_text(json.dumps(config))
     assert not chargen.load(tmp_path / "old").model.skip
     assert chargen.resume(tmp_path / "old", max_steps=20, quiet=True).steps == 20
+    assert from_checkpoint_config(config)["skip_connections"] is False  # `train --config` on it retrains the same model
 
 
 def torchrun(*args, processes=2):
