@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,6 +20,10 @@ INPUTS = ("embedding", "onehot")
 NONLINEARITIES = ("tanh", "relu")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight blocks per recurrent layer
+# The largest model chargen builds, from the command line or a checkpoint's config.json: sizes past
+# these are typing errors or hostile files, and would allocate gigabytes before anything could check them.
+MAX_SIZES = {"layers": 64, "hidden": 1 << 16, "embedding_dim": 1 << 16, "vocab_size": 1 << 22}
 
 
 @dataclass
@@ -42,9 +48,17 @@ class ModelConfig:
             raise OptionError(f"nonlinearity must be tanh or relu, not {self.nonlinearity!r}")
         if self.nonlinearity != "tanh" and self.cell != "rnn":
             raise OptionError("nonlinearity applies only to --cell rnn")
-        for name in ("vocab_size", "layers", "hidden", "embedding_dim"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        for name, most in MAX_SIZES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise OptionError(f"{name.replace('_', '-')} must be a whole number, not {value!r}")
+            if not 1 <= value <= most:
+                raise OptionError(f"{name.replace('_', '-')} must be between 1 and {most:,}, not {value:,}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise OptionError(f"dropout must be a number, not {self.dropout!r}")
+        for name in ("tie_weights", "skip_connections"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name.replace('_', '-')} must be true or false, not {getattr(self, name)!r}")
         if not 0 <= self.dropout < 1:
             raise OptionError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.tie_weights and self.input != "embedding":
@@ -52,6 +66,40 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def num_parameters(self) -> int:
+        """What LanguageModel(self).num_parameters() will be, computed without building it."""
+        skip = self.skip_connections and self.layers > 1
+        inputs = self.embedding_dim if self.input == "embedding" else self.vocab_size
+        gates = GATES[self.cell] * self.hidden
+        count = self.vocab_size * self.embedding_dim if self.input == "embedding" else 0
+        count += sum(gates * ((inputs if i == 0 else self.hidden) + self.hidden + 2) for i in range(self.layers))
+        head_input = self.hidden * (self.layers if skip else 1)
+        if self.tie_weights:
+            return count + (head_input * self.embedding_dim if head_input != self.embedding_dim else 0) + self.vocab_size
+        return count + head_input * self.vocab_size + self.vocab_size
+
+
+def available_memory() -> int:
+    """Bytes of memory the system can still give, from /proc/meminfo where there is one."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def check_fits_in_memory(config: ModelConfig, bytes_per_parameter: int, purpose: str) -> None:
+    """Refuse, before anything is allocated, a model whose float32 copies would not fit in the memory left."""
+    needed, free = config.num_parameters() * bytes_per_parameter, available_memory()
+    if needed > free:
+        raise OptionError(
+            f"a model of {config.num_parameters():,} parameters needs about {needed / 1e9:,.1f} GB to {purpose}, "
+            f"and this machine has {free / 1e9:,.1f} GB free: choose a smaller --hidden, --layers or --embedding-dim"
+        )
 
 
 class LanguageModel(nn.Module):
@@ -157,14 +205,46 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively, as PyTorch will run it here.
+
+    The processor must have AVX-512 BF16 or AMX, PyTorch's kernels must use AVX-512
+    (ATEN_CPU_CAPABILITY can lower them), and oneDNN must build its bf16 LSTM (ONEDNN_MAX_CPU_ISA can
+    forbid it): the last is tried on a tiny layer, away from the global random numbers.
+    """
+    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        return False
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    with torch.random.fork_rng(devices=[]):
+        layer = nn.LSTM(4, 4, batch_first=True)
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            layer(torch.zeros(1, 2, 4))
+    except RuntimeError:
+        return False
+    return True
+
+
 def resolve_precision(precision: str, device: torch.device = torch.device("cpu")) -> str:
-    """auto means bfloat16 where the device computes it natively (AVX-512 BF16 or AMX; a recent GPU), else float32."""
-    if precision != "auto":
-        return precision
+    """auto means bfloat16 where the device computes it natively (AVX-512 BF16 or AMX; a recent GPU), else float32.
+
+    bf16 asked for on a device without it is refused: oneDNN has no bf16 LSTM for such a CPU.
+    """
+    if precision not in PRECISIONS:
+        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported()
     else:
-        native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        native = device.type == "cpu" and cpu_has_native_bf16()
+    if precision == "bf16" and not native and device.type == "cpu":
+        raise OptionError(
+            "precision bf16 needs a processor that computes bf16 natively (AVX-512 BF16 or AMX), and PyTorch "
+            "finds none here: use --precision fp32 or auto"
+        )
+    if precision != "auto":
+        return precision
     return "bf16" if native else "fp32"
 
 
