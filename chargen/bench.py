@@ -18,9 +18,9 @@ import torch.nn as nn
 
 from .corpus import Corpus, Vocabulary, lanes, read_text, windows
 from .errors import OptionError
-from .model import LanguageModel, ModelConfig
+from .model import LanguageModel, ModelConfig, resolve_precision
 from .progress import TrainingDisplay
-from .sample import Sampler
+from .sample import MAX_SAMPLES, Sampler
 from .train import TrainConfig, Trainer, bits_per_token, optimizer_step
 
 
@@ -133,9 +133,9 @@ def run(
     batch_size: int = TrainConfig.batch_size, seq_len: int = TrainConfig.seq_len,
 ) -> list[Row]:
     """Every measurement, in one process, on this machine."""
-    for name, value, least in (("steps", steps, 1), ("length", length, 4), ("streams", streams, 1)):
-        if value < least:
-            raise OptionError(f"{name} must be at least {least}, not {value}")
+    for name, value, least, most in (("steps", steps, 1, None), ("length", length, 4, None), ("streams", streams, 1, MAX_SAMPLES)):
+        if value < least or most is not None and value > most:
+            raise OptionError(f"{name} must be at least {least}{'' if most is None else f' and at most {most:,}'}, not {value}")
     TrainConfig(batch_size=batch_size, seq_len=seq_len)  # checks them before anything is timed
     if corpus_path is not None:
         corpus = Corpus.from_text(read_text(corpus_path), 0.05)
@@ -163,15 +163,18 @@ class ReferenceResult:
     steps: int
     chars: int
     seconds: float
+    precision: str
 
 
-def reference_run(corpus_path: Path | None, seconds: float, precision: str = "bf16", seed: int = 1337) -> ReferenceResult:
+def reference_run(corpus_path: Path | None, seconds: float, precision: str = "auto", seed: int = 1337) -> ReferenceResult:
     """Train the plain reference LSTM on the recipe protocol for `seconds`, then validate it over the whole split.
 
     The reference is what a careful user writes by hand: embedding 128, nn.LSTM 2 × 512, linear head,
     Adam 2e-3 at a constant rate, 64 lanes × 128 characters, global-norm clip 5, state carried,
-    bfloat16 autocast. chargen's default recipe is measured against it by `chargen train --max-time`.
+    bfloat16 autocast where the processor has it natively. chargen's default recipe is measured against
+    it by `chargen train --max-time`.
     """
+    precision = resolve_precision(precision)
     if corpus_path is None:
         raise OptionError("--reference needs --corpus FILE: the text to train the reference on")
     if not (seconds > 0 and math.isfinite(seconds)):
@@ -192,4 +195,4 @@ def reference_run(corpus_path: Path | None, seconds: float, precision: str = "bf
     elapsed = time.perf_counter() - start
     with torch.inference_mode():
         val = bits_per_token(model, corpus.val, 64, 128, precision)
-    return ReferenceResult(val, steps, chars, elapsed)
+    return ReferenceResult(val, steps, chars, elapsed, precision)

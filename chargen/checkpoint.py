@@ -7,20 +7,22 @@ the position in the data) is one file, written atomically, so it is never half o
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from dataclasses import dataclass
+import math
+import stat
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .corpus import Vocabulary
 from .tokenizer import TokenVocabulary
-from .errors import ChargenError, OptionError
-from .model import LanguageModel, ModelConfig, State
+from .errors import ChargenError, OptionError, check_types, first_line
+from .folder import current
+from .model import LanguageModel, ModelConfig, State, available_memory, check_fits_in_memory
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -29,27 +31,6 @@ RESUME = "resume.safetensors"  # the run as it stood at the last save: what resu
 TOKENIZER = "tokenizer.json"  # word and BPE vocabularies; a character vocabulary lives in config.json
 METRICS = "metrics.jsonl"
 DEFAULT_ROOT = Path("checkpoints")
-UMASK = os.umask(0)
-os.umask(UMASK)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: a kill leaves the old file whole."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes files private; checkpoints follow the user's umask
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: dict) -> None:
-    write_atomically(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 def weights_bytes(model: torch.nn.Module) -> bytes:
@@ -83,17 +64,241 @@ class ResumeState:
     progress: dict
 
 
-def read_resume(folder: Path) -> ResumeState:
-    path = folder / RESUME
-    if not path.is_file():
-        raise ChargenError(f"{path} is missing: the run cannot be resumed")
+# Past these sizes a file is none chargen wrote, and nothing of it is read: a character vocabulary lives in config.json.
+MAX_CONFIG_BYTES = 1 << 26
+MAX_TOKENIZER_BYTES = 1 << 28
+HEADER_BYTES = 1 << 20  # a safetensors file's header and metadata, beyond the bytes of its tensors
+ITEM_BYTES = {"F32": 4, "BF16": 2, "U8": 1}  # the dtypes chargen writes: float32 tensors, bf16 lane states, the generator's bytes
+Spec = dict[str, tuple[tuple[int, ...], tuple[str, ...]]]  # tensor name: (shape, the safetensors dtypes it may have)
+ADAMW_FLAGS = {  # what chargen's AdamW may have saved for each flag (train.make_optimizer sets none but fused)
+    "amsgrad": (False,),
+    "maximize": (False,),
+    "capturable": (False,),
+    "differentiable": (False,),
+    "foreach": (None, False, True),
+    "fused": (None, False, True),
+    "decoupled_weight_decay": (False, True),
+}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def member(folder: Path, name: str, limit: int, missing: str | None = None) -> Path:
+    """Where to read folder/name (its newest whole version, folder.current), refused unless a regular file inside folder of at most limit bytes."""
+    path, shown = current(folder, name), folder / name
+    try:
+        info = path.stat()
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except FileNotFoundError:
+        raise ChargenError(missing or f"{shown} is missing") from None
+    except (OSError, RuntimeError) as e:  # RuntimeError: a loop of links
+        raise ChargenError(f"{shown} cannot be read ({getattr(e, 'strerror', None) or first_line(e)})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ChargenError(f"{shown} is not a regular file: a checkpoint reads only files it wrote")
+    if not inside:
+        raise ChargenError(f"{shown} leads outside {folder}: a checkpoint reads only its own files")
+    if info.st_size > limit:
+        raise ChargenError(f"{shown} is {info.st_size:,} bytes, more than this checkpoint can need ({limit:,})")
+    return path
+
+
+def read_text(folder: Path, name: str, limit: int, missing: str | None = None) -> str:
+    """The text of folder/name, read only if member() lets it be and never past limit bytes."""
+    path, shown = member(folder, name, limit, missing), folder / name
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ChargenError(f"{shown} cannot be read ({e.strerror or e})") from None
+    if len(data) > limit:
+        raise ChargenError(f"{shown} grew past {limit:,} bytes while it was read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ChargenError(f"{shown} is not UTF-8 text (byte {e.start:,})") from None
+
+
+def weight_spec(model: LanguageModel) -> Spec:
+    """What a model's weights file holds: every tensor of its state dict, in float32."""
+    return {k: (tuple(v.shape), ("F32",)) for k, v in model.state_dict().items()}
+
+
+def state_size(config: ModelConfig) -> int:
+    """The values in the state dict of the model a config describes: a tied matrix is written under both its names."""
+    return config.num_parameters() + (config.vocab_size * config.embedding_dim if config.tie_weights else 0)
+
+
+def model_for(folder: Path, name: str, config: ModelConfig) -> LanguageModel:
+    """The model config.json describes, built only once the weights file's header holds as many values as it has.
+
+    Otherwise the header is compared with a model on the meta device, which allocates nothing (but costs a second
+    to set up), so the error names the first tensor that differs.
+    """
+    limit = HEADER_BYTES + 4 * state_size(config)
+    path, shown = member(folder, name, limit), folder / name
     try:
         with safe_open(str(path), framework="pt") as f:
+            found = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise ChargenError(f"{shown} is corrupt: {first_line(e)}") from None
+    if sum(math.prod(shape) for shape, _ in found.values()) != state_size(config):
+        with torch.device("meta"):
+            check_header(shown, found, weight_spec(LanguageModel(config)), ())
+        raise ChargenError(f"{shown} does not hold the model {CONFIG} describes")
+    check_fits_in_memory(config, 4, f"load {folder}")
+    return LanguageModel(config)
+
+
+def check_header(shown: Path, found: Spec, expected: Spec, together: Sequence[Sequence[str]]) -> None:
+    """Every tensor found is one expected, of its shape and dtype; every one expected is there, or all of its group is absent."""
+    for key, (shape, dtype) in found.items():
+        if key not in expected:
+            raise ChargenError(f"{shown} holds a tensor {key} that this checkpoint's model has not")
+        wanted_shape, wanted_dtypes = expected[key]
+        if dtype not in wanted_dtypes:
+            raise ChargenError(f"{shown}: tensor {key} holds {dtype} values; chargen writes {' or '.join(wanted_dtypes)} only")
+        if shape != wanted_shape:
+            raise ChargenError(f"{shown}: tensor {key} has shape {list(shape)}, but {CONFIG} makes it {list(wanted_shape)}")
+    optional = {k for group in together for k in group}
+    absent = [k for k in expected if k not in found and k not in optional]
+    absent += [k for group in together if any(k in found for k in group) for k in group if k not in found]
+    if absent:
+        raise ChargenError(f"{shown} lacks tensor {absent[0]}")
+
+
+def read_tensors(
+    folder: Path, name: str, expected: Spec, together: Sequence[Sequence[str]] = (), missing: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a safetensors file of folder; its size and header are checked before any tensor is read."""
+    data_bytes = sum(math.prod(shape) * max(ITEM_BYTES[d] for d in dtypes) for shape, dtypes in expected.values())
+    path, shown = member(folder, name, HEADER_BYTES + data_bytes, missing), folder / name
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+            check_header(shown, found, expected, together)
+            needed, free = 2 * path.stat().st_size, available_memory()  # the tensors read, and the model they are copied into
+            if needed > free:
+                raise ChargenError(f"{shown} needs about {needed / 1e9:,.1f} GB of memory to load, and this machine has {free / 1e9:,.1f} GB free")
+            tensors = {k: f.get_tensor(k) for k in found}
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        progress, groups = json.loads(metadata["progress"]), json.loads(metadata["param_groups"])
-    except (SafetensorError, OSError, KeyError, ValueError) as e:
-        raise ChargenError(f"{path} is corrupt: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    except (SafetensorError, OSError) as e:
+        raise ChargenError(f"{shown} is corrupt: {first_line(e)}") from None
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ChargenError(f"{shown} holds NaN or infinite values in tensor {key}")
+    return tensors, metadata
+
+
+def resume_spec(ckpt: Checkpoint, optimized: list[tuple[int, ...]]) -> tuple[Spec, list[list[str]]]:
+    """The tensors of the checkpoint's resume.safetensors (model, AdamW's state of each optimized parameter, the lanes'
+    state, the random generator), and the groups of them that are there whole or not at all."""
+    config, lanes = ckpt.model.config, training_lanes(ckpt)
+    spec = {f"model.{k}": shape_and_dtype for k, shape_and_dtype in weight_spec(ckpt.model).items()}
+    together = []
+    for index, shape in enumerate(optimized):
+        names = {f"optimizer.{index}.{name}": (() if name == "step" else shape, ("F32",)) for name in ("step", "exp_avg", "exp_avg_sq")}
+        spec.update(names)
+        together.append(list(names))
+    parts = [f"lanes.{i}" for i in range(2 if config.cell == "lstm" else 1)]  # an LSTM's state is (h, c)
+    spec.update({k: ((config.layers, lanes, config.hidden), ("F32", "BF16")) for k in parts})  # in the precision the run computes
+    together.append(parts)
+    spec["rng"] = (tuple(torch.get_rng_state().shape), ("U8",))
+    return spec, together
+
+
+def training_lanes(ckpt: Checkpoint) -> int:
+    """The lanes the run trains (config.json's training batch_size): the lanes' saved state has one row each."""
+    training = ckpt.config.get("training")
+    lanes = training.get("batch_size") if isinstance(training, dict) else None
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ChargenError(f"{ckpt.folder / CONFIG}: the training batch_size must be a whole number of lanes, not {lanes!r}")
+    return lanes
+
+
+def optimized_shapes(ckpt: Checkpoint) -> list[tuple[int, ...]]:
+    """The shapes of the parameters AdamW updates, in its order (train.make_optimizer): all but a frozen embedding."""
+    embeddings = ckpt.config.get("embeddings")
+    frozen = isinstance(embeddings, dict) and bool(embeddings.get("frozen"))
+    parameters = ckpt.model.named_parameters()
+    return [tuple(p.shape) for name, p in parameters if not (frozen and name == "embedding.weight")]
+
+
+def read_metadata(shown: Path, metadata: dict[str, str], key: str) -> object:
+    try:
+        return json.loads(metadata[key])
+    except KeyError:
+        raise ChargenError(f"{shown} is corrupt: it lacks its {key} metadata") from None
+    except (ValueError, RecursionError) as e:
+        raise ChargenError(f"{shown} is corrupt: its {key} metadata is not JSON ({first_line(e)})") from None
+
+
+def check_progress(shown: Path, progress: object) -> dict:
+    """The run's position, each entry one of train.Progress, of its type, zero or more."""
+    from .train import Progress  # train imports this module
+
+    if not isinstance(progress, dict):
+        raise ChargenError(f"{shown}: progress must be a JSON object, not {type(progress).__name__}")
+    names = {f.name for f in fields(Progress)}
+    unknown = [k for k in progress if k not in names]
+    if unknown:
+        raise ChargenError(f"{shown}: unknown progress entry {unknown[0]!r}")
+    try:
+        check_types(Progress(**progress))
+    except OptionError as e:
+        raise ChargenError(f"{shown}: progress {e}") from None
+    for key, value in progress.items():
+        if value is not None and not 0 <= value < 1 << 63:
+            raise ChargenError(f"{shown}: progress {key} must be zero or more (and finite), not {value!r}")
+    return progress
+
+
+def check_param_groups(shown: Path, groups: object, count: int) -> list:
+    """AdamW's hyperparameters: one group over the model's parameters, numbers where numbers go, only the flags chargen uses."""
+    group = groups[0] if isinstance(groups, list) and len(groups) == 1 else None
+    if not isinstance(group, dict):
+        raise ChargenError(f"{shown}: param_groups must hold the one group of chargen's optimizer")
+    params = group.get("params")
+    if not isinstance(params, list) or any(type(i) is not int for i in params) or params != list(range(count)):
+        raise ChargenError(f"{shown}: param_groups must list the model's {count} parameters, 0 to {count - 1}")
+    for key in ("lr", "eps", "weight_decay"):
+        if not (_is_number(group.get(key)) and 0 <= group[key] < math.inf):
+            raise ChargenError(f"{shown}: param_groups {key} must be a number, zero or more, not {group.get(key)!r}")
+    betas = group.get("betas")
+    if not (isinstance(betas, list) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        raise ChargenError(f"{shown}: param_groups betas must be two numbers in [0, 1), not {betas!r}")
+    for key, allowed in ADAMW_FLAGS.items():
+        if key in group and not any(group[key] is value for value in allowed):
+            raise ChargenError(f"{shown}: param_groups {key} must be {' or '.join(map(repr, allowed))}, not {group[key]!r}")
+    return groups
+
+
+def check_values(shown: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """What AdamW divides by and counts with: its second moments and step counts are zero or more."""
+    for key, tensor in tensors.items():
+        if key.endswith((".exp_avg_sq", ".step")) and key.startswith("optimizer.") and (tensor < 0).any():
+            raise ChargenError(f"{shown}: tensor {key} holds negative values")
+    try:
+        torch.Generator().set_state(tensors["rng"])
+    except RuntimeError:
+        raise ChargenError(f"{shown}: tensor rng is not a state of PyTorch's random number generator") from None
+
+
+def read_resume(folder: Path, ckpt: Checkpoint | None = None) -> ResumeState:
+    """Everything resume.safetensors holds, each part checked against the checkpoint's model and run before training trusts it.
+
+    ckpt is load(folder), read again when not given.
+    """
+    folder = Path(folder)
+    ckpt = ckpt if ckpt is not None else load(folder)
+    shown = folder / RESUME
+    optimized = optimized_shapes(ckpt)
+    spec, together = resume_spec(ckpt, optimized)
+    tensors, metadata = read_tensors(folder, RESUME, spec, together, missing=f"{shown} is missing: the run cannot be resumed")
+    check_values(shown, tensors)
+    progress = check_progress(shown, read_metadata(shown, metadata, "progress"))
+    groups = check_param_groups(shown, read_metadata(shown, metadata, "param_groups"), len(optimized))
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     state: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -105,52 +310,76 @@ def read_resume(folder: Path) -> ResumeState:
     return ResumeState(model, {"state": state, "param_groups": groups}, lane_state, tensors["rng"], progress)
 
 
-def write_vocabulary(folder: Path, vocab: Vocabulary | TokenVocabulary) -> dict:
-    """Save the vocabulary and return the entry config.json gives it."""
-    if isinstance(vocab, Vocabulary):
-        return {"type": "char", "chars": vocab.chars}
-    write_atomically(folder / TOKENIZER, vocab.to_json().encode())
-    return {"type": vocab.kind, "file": TOKENIZER}
-
-
-def read_vocabulary(folder: Path, entry: dict) -> Vocabulary | TokenVocabulary:
-    if entry["type"] == "char":
-        return Vocabulary(entry["chars"])
-    path = folder / entry["file"]
+def read_vocabulary(folder: Path, entry: object) -> Vocabulary | TokenVocabulary:
+    """The vocabulary config.json describes: characters listed in it, or chargen's own tokenizer.json beside it."""
+    shown = folder / CONFIG
+    kind = entry.get("type") if isinstance(entry, dict) else None
+    if kind not in ("char", "word", "bpe"):
+        raise ChargenError(f"{shown} lacks a valid vocabulary entry (its type must be char, word or bpe, not {kind!r})")
+    if kind == "char":
+        try:
+            return Vocabulary(check_chars(shown, entry.get("chars")))
+        except ChargenError as e:
+            raise ChargenError(f"{shown}: {e}") from None
+    if entry.get("file") != TOKENIZER:
+        raise ChargenError(f"{shown}: a {kind} vocabulary is the {TOKENIZER} beside it, not {entry.get('file')!r}")
+    text = read_text(folder, TOKENIZER, MAX_TOKENIZER_BYTES)
     try:
-        return TokenVocabulary.from_json(entry["type"], path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ChargenError(f"{path} is missing") from None
-    except Exception as e:  # tokenizers reports a malformed file as a plain Exception
-        raise ChargenError(f"{path} is not a readable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        return TokenVocabulary.from_json(kind, text)
+    except ChargenError as e:
+        raise ChargenError(f"{folder / TOKENIZER} is not a readable tokenizer ({e})") from None
 
 
-def append_metrics(folder: Path, record: dict) -> None:
-    with open(folder / METRICS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def trim_metrics(folder: Path, step: int) -> None:
-    """Forget evaluations after step: a run resumed from step will make them again."""
-    path = folder / METRICS
-    if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-        if len(kept) != len(lines):
-            write_atomically(path, "".join(kept).encode())
+def check_chars(shown: Path, chars: object) -> list[str]:
+    """A character vocabulary lists Unicode scalar values, one each: a lone surrogate could never be written out."""
+    if not isinstance(chars, list):
+        raise ChargenError(f"{shown}: the vocabulary's chars must be a list of characters")
+    for char in chars:
+        if not (isinstance(char, str) and len(char) == 1 and not 0xD800 <= ord(char) <= 0xDFFF):
+            raise ChargenError(f"{shown}: the vocabulary holds {char!r}, which is not one Unicode character")
+    return chars
 
 
 def is_checkpoint(folder: str | Path) -> bool:
-    return (Path(folder) / CONFIG).is_file()
+    return current(Path(folder), CONFIG).is_file()
+
+
+def written(folder: Path) -> float:
+    """When folder's config.json was last written (0 when that cannot be told): what 'newest' goes by."""
+    try:
+        return current(folder, CONFIG).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def folders(root: str | Path = DEFAULT_ROOT) -> list[Path]:
+    """The folders under root that hold a config.json, newest first."""
+    root = Path(root)
+    found = [p.parent for p in root.glob(f"*/{CONFIG}")] if root.is_dir() else []
+    return sorted(found, key=written, reverse=True)
+
+
+def incomplete(folder: Path) -> str | None:
+    """Why folder is no checkpoint to sample from (an unreadable config.json, no weights), or None when it is one."""
+    try:
+        read_config(folder)
+        member(folder, WEIGHTS, sys.maxsize)
+    except ChargenError as e:
+        return str(e)
+    return None
 
 
 def latest(root: str | Path = DEFAULT_ROOT) -> Path:
-    """The most recently written checkpoint folder under root."""
+    """The newest complete checkpoint folder under root; each newer, incomplete one is skipped and named on stderr."""
     root = Path(root)
-    found = [p.parent for p in root.glob(f"*/{CONFIG}")] if root.is_dir() else []
-    if not found:
-        raise ChargenError(f"no checkpoint under {root}/: train one with `chargen train FILE`, or pass --checkpoint DIR")
-    return max(found, key=lambda p: (p / CONFIG).stat().st_mtime)
+    found = folders(root)
+    for folder in found:
+        reason = incomplete(folder)
+        if reason is None:
+            return folder
+        sys.stderr.write(f"chargen: warning: skipping {folder}, not a complete checkpoint: {reason}\n")
+    which = "complete checkpoint" if found else "checkpoint"
+    raise ChargenError(f"no {which} under {root}/: train one with `chargen train FILE`, or pass --checkpoint DIR")
 
 
 @dataclass
@@ -169,12 +398,11 @@ def read_config(folder: Path) -> dict:
         raise ChargenError(f"{folder}: no such checkpoint folder")
     if not folder.is_dir():
         raise ChargenError(f"{folder} is a file; a checkpoint is a folder holding {CONFIG} and {WEIGHTS}")
-    if not path.is_file():
-        raise ChargenError(f"{folder} holds no checkpoint ({CONFIG} is missing)")
+    text = read_text(folder, CONFIG, MAX_CONFIG_BYTES, missing=f"{folder} holds no checkpoint ({CONFIG} is missing)")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ChargenError(f"{path} is not a readable JSON config ({e})") from None
+        config = json.loads(text)
+    except (ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
+        raise ChargenError(f"{path} is not a readable JSON config ({first_line(e)})") from None
     version = config.get("format_version") if isinstance(config, dict) else None
     if version != FORMAT_VERSION:
         raise ChargenError(f"{path}: unknown checkpoint format version {version!r} (this chargen reads {FORMAT_VERSION})")
@@ -183,32 +411,75 @@ def read_config(folder: Path) -> dict:
 
 def model_options(config: dict) -> dict:
     """The ModelConfig fields of a config.json; configs written before skip connections lack the key, and their models had none."""
-    return {"skip_connections": False, **config.get("model", {})}
+    model = config.get("model", {})
+    if not isinstance(model, dict):
+        raise ChargenError(f"the model entry of {CONFIG} must be a table of its sizes, not {type(model).__name__}")
+    return {"skip_connections": False, **model}
+
+
+def read_model_config(folder: Path, config: dict) -> ModelConfig:
+    """The model config.json describes, its sizes type-checked and bounded (ModelConfig) before anything is built."""
+    try:
+        return ModelConfig(**model_options(config))
+    except ChargenError as e:  # an OptionError too: a config no chargen would write, not a bad option
+        raise ChargenError(f"{folder / CONFIG}: {e}") from None
+    except TypeError as e:
+        raise ChargenError(f"{folder / CONFIG} lacks a valid model entry ({e})") from None
 
 
 def load(folder: str | Path, weights: str = WEIGHTS) -> Checkpoint:
-    """Read a checkpoint folder; any missing, corrupt or mismatched file is a one-line ChargenError."""
+    """Read a checkpoint folder; any missing, corrupt, mismatched or hostile file is a one-line ChargenError.
+
+    The config's sizes are bounded and the weights' header matches them before a model is built or a tensor read.
+    """
     folder = Path(folder)
     config = read_config(folder)
-    try:
-        vocab = read_vocabulary(folder, config["vocabulary"])
-        model = LanguageModel(ModelConfig(**model_options(config)))
-    except ChargenError as e:
-        if isinstance(e, OptionError):  # a config no chargen would write
-            raise ChargenError(f"{folder / CONFIG}: {e}") from None
-        raise
-    except (KeyError, TypeError) as e:
-        raise ChargenError(f"{folder / CONFIG} lacks a valid model or vocabulary entry ({e})") from None
-    if model.config.vocab_size != len(vocab):
-        raise ChargenError(f"{folder / CONFIG}: the vocabulary has {len(vocab)} tokens but the model {model.config.vocab_size}")
-    path = folder / weights
-    try:
-        state = load_safetensors(path.read_bytes())
-        model.load_state_dict(state)
-    except FileNotFoundError:
-        raise ChargenError(f"{path} is missing") from None
-    except (SafetensorError, RuntimeError, OSError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ChargenError(f"{path} is corrupt or does not match {CONFIG}: {first_line}") from None
+    model_config = read_model_config(folder, config)
+    vocab = read_vocabulary(folder, config.get("vocabulary"))
+    if model_config.vocab_size != len(vocab):
+        raise ChargenError(f"{folder / CONFIG}: the vocabulary has {len(vocab)} tokens but the model {model_config.vocab_size}")
+    model = model_for(folder, weights, model_config)
+    state, _ = read_tensors(folder, weights, weight_spec(model))
+    model.load_state_dict(state)
     model.eval()
     return Checkpoint(folder, config, model, vocab)
+
+
+def vocabulary_files(vocab: Vocabulary | TokenVocabulary) -> tuple[dict, dict[str, bytes]]:
+    """The entry config.json gives the vocabulary, and the files that go with it (a tokenizer.json for words and BPE)."""
+    if isinstance(vocab, Vocabulary):
+        return {"type": "char", "chars": vocab.chars}, {}
+    return {"type": vocab.kind, "file": TOKENIZER}, {TOKENIZER: vocab.to_json().encode()}
+
+
+def metrics_bytes(records: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    """The evaluations in metrics.jsonl; a last line cut short (a kill or a full disk mid-append) is dropped with a warning."""
+    from . import folder as store
+
+    path = store.current(folder, METRICS)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("no step")
+        except (ValueError, RecursionError):
+            if number == len(lines):
+                sys.stderr.write(f"chargen: warning: {folder / METRICS} line {number} is cut short; it is dropped\n")
+                break
+            raise ChargenError(f"{folder / METRICS} line {number} is not a JSON record with a step") from None
+        records.append(record)
+    return records
+
+
+def json_bytes(record: dict) -> bytes:
+    return (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode()

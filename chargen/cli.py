@@ -1,8 +1,10 @@
 """The command line: each command parses its options and calls the library function of the same name."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -11,7 +13,7 @@ from . import __version__, recipe
 from .corpora import KNOWN as KNOWN_CORPORA
 from .errors import ChargenError, OptionError
 from .model import CELLS, DEVICES, INPUTS, NONLINEARITIES, PRECISIONS, ModelConfig
-from .sample import Sampler, load
+from .sample import Likeliest, Sampler, check_options, check_text, load
 from .train import EVAL_EVERY, SCHEDULES, VALIDATION_SHARE, TrainConfig
 
 
@@ -25,6 +27,29 @@ class Group(click.Group):
             raise click.UsageError(str(e)) from None
         except ChargenError as e:
             raise click.ClickException(str(e)) from None
+        except BrokenPipeError:  # the reader went away (chargen sample | head): nothing more to say
+            _silence_stdout()
+            ctx.exit(1)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+@contextlib.contextmanager
+def _writing_stdout() -> Iterator[None]:
+    """A standard output that cannot be written (a full disk, /dev/full) is a one-line error, not a traceback."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        _silence_stdout()
+        raise click.ClickException(f"cannot write to standard output ({e.strerror or e})") from None
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -140,14 +165,17 @@ def train(ctx: click.Context, corpus: Path | None, resume: Path | None, **option
         result = run_training(corpus, **options)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 speaks for the run
+    validated = f"validation {result.last_val_bpc:.4f} bpc (best {result.best_val_bpc:.4f})" if result.best_val_bpc < float("inf") else "not validated yet"
     click.echo(
         f"{result.stopped_because}: {result.steps:,} steps, {result.chars:,} characters in {result.elapsed_s:.0f} s; "
-        f"validation {result.last_val_bpc:.4f} bpc (best {result.best_val_bpc:.4f}).\nCheckpoint: {result.folder}",
+        f"{validated}.\nCheckpoint: {result.folder}",
         err=True,
     )
     if result.interrupted:
         click.echo(f"Saved at step {result.steps:,}; continue with: chargen train --resume {result.folder}", err=True)
     click.echo(f"Next: chargen sample --checkpoint {result.folder} --prompt \"...\"", err=True)
+    if result.interrupted:
+        ctx.exit(128 + result.stop_signal)  # the shell's convention for a process a signal stopped: 130 for Ctrl-C
 
 
 @cli.command()
@@ -158,7 +186,7 @@ def train(ctx: click.Context, corpus: Path | None, resume: Path | None, **option
 @click.option("--top-k", type=int, default=0, show_default=True, help="Draw only from the K likeliest characters; 0 is off.")
 @click.option("--top-p", type=float, default=1.0, show_default=True, help="Draw only from the smallest set holding this probability.")
 @click.option("--seed", type=int, help="The same seed gives the same text.")
-@click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, generated as one batch.")
+@click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, generated as one batch (at most 1,024).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="auto: bf16 steps where the CPU has it natively.")
 def sample(
     checkpoint: Path | None, prompt: str, length: int, temperature: float, top_k: int, top_p: float, seed: int | None, num_samples: int, precision: str
@@ -169,15 +197,18 @@ def sample(
       chargen sample --prompt "Napoleon was" --length 300 --temperature 0.8
       chargen sample -c checkpoints/tinyshakespeare --num-samples 4 --seed 1
     """
+    check_text(prompt)  # the options first: a checkpoint can take seconds to read
+    check_options(length, temperature, top_k, top_p, num_samples, seed)
     sampler = _load(checkpoint, precision)
-    if num_samples == 1:
-        for piece in sampler.stream(prompt, length, temperature, top_k, top_p, seed):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-    else:
-        texts = sampler.generate(prompt, length, temperature, top_k, top_p, seed, num_samples)
-        sys.stdout.write("\n\n".join(texts) + "\n")
+    with _writing_stdout():
+        if num_samples == 1:
+            for piece in sampler.stream(prompt, length, temperature, top_k, top_p, seed):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        else:
+            texts = sampler.generate(prompt, length, temperature, top_k, top_p, seed, num_samples)
+            sys.stdout.write("\n\n".join(texts) + "\n")
 
 
 @cli.command()
@@ -197,14 +228,17 @@ def predict(text: str, checkpoint: Path | None, k: int, as_json: bool) -> None:
 
     from .info import to_json
 
+    check_text(text, "text")
+    Likeliest(k)
     predictions = _load(checkpoint).predict_next_word(text, k)
-    if as_json:
-        click.echo(to_json([{"word": p.word, "probability": p.probability} for p in predictions]))
-        return
-    table = Table("next word", "probability")
-    for p in predictions:
-        table.add_row(p.word, f"{p.probability:.4f}")
-    Console().print(table)
+    with _writing_stdout():
+        if as_json:
+            click.echo(to_json([{"word": p.word, "probability": p.probability} for p in predictions]))
+            return
+        table = Table("next word", "probability")
+        for p in predictions:
+            table.add_row(p.word, f"{p.probability:.4f}")
+        Console().print(table)
 
 
 @cli.command(name="eval")
@@ -223,8 +257,10 @@ def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: b
     from rich.console import Console
     from rich.table import Table
 
+    from .evaluation import Scoring
     from .evaluation import evaluate as run_evaluation
 
+    Scoring(words, baseline)
     if checkpoint is None:
         checkpoint = _newest()
     from .info import to_json
@@ -250,7 +286,7 @@ def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: b
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True, help="Lanes of the training timing.")
 @click.option("--seq-len", type=int, default=TrainConfig.seq_len, show_default=True, help="Window of the training timing.")
 @click.option("--reference", "reference_seconds", type=float,
-              help="Instead of speeds: train the plain bf16 reference LSTM on --corpus for this many seconds "
+              help="Instead of speeds: train the plain reference LSTM (bf16 where the processor has it) on --corpus for this many seconds "
                    "(last 10 % as validation) and print its validation bpc, to set beside `chargen train --max-time`.")
 def bench(corpus: Path | None, steps: int, length: int, streams: int, batch_size: int, seq_len: int, reference_seconds: float | None) -> None:
     """Measure training, sampling and encoding speed next to plain PyTorch, in one run on this machine.
@@ -266,7 +302,7 @@ def bench(corpus: Path | None, steps: int, length: int, streams: int, batch_size
 
     if reference_seconds is not None:
         r = reference_run(corpus, reference_seconds)
-        click.echo(f"reference LSTM on {corpus}: {r.steps:,} steps, {r.chars:,} characters in {r.seconds:.0f} s "
+        click.echo(f"reference LSTM ({r.precision}) on {corpus}: {r.steps:,} steps, {r.chars:,} characters in {r.seconds:.0f} s "
                    f"({r.chars / r.seconds:,.0f} chars/s); validation {r.val_bpc:.4f} bpc")
         return
 
@@ -329,13 +365,16 @@ def list_command(root: Path, as_json: bool) -> None:
     table.columns[0].no_wrap = True
     for c in found:
         if "error" in c:
-            table.add_row(c["folder"], c["error"], *[""] * 5)
+            table.add_row(Path(c["folder"]).name, "unreadable (below)", *[""] * 5)
             continue
         table.add_row(
             Path(c["folder"]).name, c["architecture"].split(",")[0], f"{c['vocabulary_size']:,} {c['tokenizer']}", f"{c['steps']:,}",
             f"{c['characters_seen'] / 1e6:.1f} M", _shown(c["best_val_bpc"]), f"{c['training_time_s']:.0f} s",
         )
     Console().print(table)
+    for c in found:
+        if "error" in c:
+            click.echo(f"{c['folder']}: {c['error']}", err=True)
 
 
 @cli.command()
@@ -411,6 +450,57 @@ def download_command(name: str, overwrite: bool) -> None:
         task = bar.add_task(f"{name}", total=None)
         path = download(name, overwrite=overwrite, progress=lambda done, total: bar.update(task, completed=done, total=total))
     click.echo(f"{path}: ready; train on it with  chargen train {name}", err=True)
+
+
+@cli.group()
+def cache() -> None:
+    """The encoded texts kept so that the next run on the same text starts at once (~/.cache/chargen)."""
+
+
+@cache.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+def cache_list(as_json: bool) -> None:
+    """The cache's entries, most recently used first, with the text each encodes.
+
+    \b
+      chargen cache list
+    """
+    from datetime import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import cache as text_cache
+    from .info import to_json
+
+    found = text_cache.entries()
+    if as_json:
+        click.echo(to_json([{"path": str(e.path), "bytes": e.size, "used": e.used, "source": e.source} for e in found]))
+        return
+    table = Table("entry", "size", "last used", "text")
+    table.columns[3].overflow = "fold"
+    for e in found:
+        table.add_row(e.path.name, f"{e.size / 1e6:,.1f} MB", datetime.fromtimestamp(e.used).isoformat(sep=" ", timespec="minutes"), e.source or "?")
+    Console().print(table)
+    total = sum(e.size for e in found)
+    click.echo(
+        f"{len(found)} entr{'y' if len(found) == 1 else 'ies'}, {total / 1e6:,.1f} MB in {text_cache.folder()} "
+        f"(at most {text_cache.MAX_ENTRIES} entries and {text_cache.MAX_BYTES / 1e9:,.1f} GB: the least recently used go first)",
+        err=True,
+    )
+
+
+@cache.command(name="clear")
+def cache_clear() -> None:
+    """Remove every entry; the next run on each text encodes it again.
+
+    \b
+      chargen cache clear
+    """
+    from . import cache as text_cache
+
+    files, freed = text_cache.clear()
+    click.echo(f"removed {files} files ({freed / 1e6:,.1f} MB) from {text_cache.folder()}", err=True)
 
 
 def _stderr():

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checkpoint
+from .folder import write_atomically
 from .corpus import read_text
 from .errors import ChargenError
 
@@ -83,7 +83,7 @@ def download(name: str, folder: Path = FOLDER, overwrite: bool = False, progress
     except UnicodeDecodeError as e:
         raise ChargenError(f"{known.url} is not UTF-8 text (byte offset {e.start})") from None
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_atomically(target, strip_gutenberg(text).encode("utf-8"))
+    write_atomically(target, strip_gutenberg(text).encode("utf-8"))
     return target
 
 

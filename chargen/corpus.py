@@ -1,14 +1,16 @@
 """Reading a text, encoding its characters, and cutting it into lanes for truncated BPTT."""
 from __future__ import annotations
 
+import codecs
 import hashlib
-import json
 import os
-import tempfile
+import stat
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,21 +19,14 @@ from .errors import ChargenError, OptionError
 from .tokenizer import DEFAULT_VOCAB_SIZE, TokenVocabulary, check_vocab_options, compact_dtype
 
 BOM = "\ufeff"
+HEAD = 1 << 16  # bytes read first: binary content shows there, before a large file (or /dev/zero) is read whole
 
 
 def read_text(path: str | Path, encoding: str = "utf-8", keep_newlines: bool = False) -> str:
     """Read a whole text file; decoding and line-ending problems become one-line ChargenErrors."""
     path = Path(path)
-    if not path.exists():
-        raise ChargenError(f"{path}: no such file")
-    if path.is_dir():
-        raise ChargenError(f"{path} is a directory, not a text file")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ChargenError(f"{path}: cannot read it ({e.strerror})") from None
-    if not raw:
-        raise ChargenError(f"{path} is empty")
+    with _open_text(path, encoding, keep_newlines) as f:
+        raw = f.read()
     ascii_newlines = _ascii_compatible(encoding)
     if not keep_newlines and ascii_newlines:  # on the bytes: one copy of a large text fewer than on the str
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -40,31 +35,117 @@ def read_text(path: str | Path, encoding: str = "utf-8", keep_newlines: bool = F
         body = body[len(BOM.encode()) :]  # dropped before decoding: slicing a large str would copy it
     try:
         text = str(body, encoding)
-    except LookupError:
-        raise ChargenError(f"unknown text encoding {encoding!r}") from None
-    except UnicodeDecodeError as e:
-        hint = "; if it is text, name its encoding with --encoding" if _is_utf8(encoding) else ""
-        raise ChargenError(f"{path} is not valid {encoding} text: {_bad_byte(path, encoding)}{hint}") from None
-    if text.startswith(BOM):
-        text = text[1:]
-    nul = text.find("\x00")
-    if nul >= 0:
-        raise ChargenError(f"{path} looks binary, not text: NUL character at position {nul}")
-    if not keep_newlines and not ascii_newlines:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError:
+        with open_regular(path) as f:  # the bytes read may have had their line endings changed: the file's own offset
+            raise _not_text(path, encoding, f.read()) from None
+    text = _tidy(text, newlines=not keep_newlines and not ascii_newlines)
+    _refuse_nul(path, text)
     if not text:
         raise ChargenError(f"{path} holds no text")
     return text
 
 
-def _bad_byte(path: Path, encoding: str) -> str:
-    """Where the file itself stops decoding (the text read may have had its line endings changed)."""
-    raw = path.read_bytes()
+FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    """Only a regular file is read: opening a FIFO blocks until a writer comes, and a device may never end."""
+    if stat.S_ISDIR(mode):
+        raise ChargenError(f"{path} is a directory, not a text file")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in FILE_KINDS if test(mode)), "not a file")
+        raise ChargenError(f"{path} is not a regular file ({kind}): chargen reads text files")
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """The file opened for reading, once os.stat (following links) says it is a regular file; checked again once open."""
+    with _explained(path):
+        mode = os.stat(path).st_mode
+    _check_regular(path, mode)
+    with _explained(path):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))  # never blocks
+    f = os.fdopen(fd, "rb")
     try:
-        raw.decode(encoding)
+        _check_regular(path, os.fstat(fd).st_mode)  # the path may have been replaced between the stat and the open
+    except ChargenError:
+        f.close()
+        raise
+    return f
+
+
+@contextmanager
+def _explained(path: Path) -> Iterator[None]:
+    """What the system says about a path, as one line."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ChargenError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ChargenError(f"{path}: cannot read it ({e.strerror})") from None
+    except ValueError:  # a NUL in the name
+        raise ChargenError(f"{str(path)!r} is not a possible file name") from None
+
+
+def check_start(path: str | Path, encoding: str = "utf-8", keep_newlines: bool = False) -> None:
+    """Refuse what read_text refuses at once (not a regular file, a first block that is not text) without reading the rest."""
+    _open_text(Path(path), encoding, keep_newlines).close()
+
+
+def _open_text(path: Path, encoding: str, keep_newlines: bool) -> BinaryIO:
+    """The file opened at its start, once its first block is found to be text."""
+    _check_encoding(encoding)
+    f = open_regular(path)
+    try:
+        head = f.read(HEAD)
+        if not head:
+            raise ChargenError(f"{path} is empty")
+        _check_head(path, head, encoding, keep_newlines)
+        f.seek(0)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _check_encoding(encoding: str) -> None:
+    """An unknown encoding is named before any file is opened."""
+    try:
+        "".encode(encoding)  # also refuses codecs that are not text encodings (base64, rot13)
+    except LookupError:
+        raise ChargenError(f"unknown text encoding {encoding!r}") from None
+
+
+def _check_head(path: Path, head: bytes, encoding: str, keep_newlines: bool) -> None:
+    """Refuse a file whose first block is not text (a NUL, an undecodable byte) before the rest of it is read."""
+    try:
+        text = codecs.getincrementaldecoder(encoding)().decode(head)  # not final: a character cut at the block's end waits
+    except UnicodeDecodeError:
+        raise _not_text(path, encoding, head, final=False) from None
+    _refuse_nul(path, _tidy(text, newlines=not keep_newlines))
+
+
+def _tidy(text: str, newlines: bool) -> str:
+    """The text without its byte order mark and, if asked, with \\r\\n and \\r made \\n."""
+    if text.startswith(BOM):
+        text = text[1:]
+    return text.replace("\r\n", "\n").replace("\r", "\n") if newlines else text
+
+
+def _refuse_nul(path: Path, text: str) -> None:
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise ChargenError(f"{path} looks binary, not text: NUL character at position {nul}")
+
+
+def _not_text(path: Path, encoding: str, raw: bytes, final: bool = True) -> ChargenError:
+    """The error naming the first byte of raw (the file's own bytes, from its start) that does not decode."""
+    try:
+        codecs.getincrementaldecoder(encoding)().decode(raw, final)
+        where = "undecodable bytes"
     except UnicodeDecodeError as e:
-        return f"byte 0x{raw[e.start]:02x} at offset {e.start}"
-    return "undecodable bytes"
+        where = f"byte 0x{raw[e.start]:02x} at offset {e.start}"
+    hint = "; if it is text, name its encoding with --encoding" if _is_utf8(encoding) else ""
+    return ChargenError(f"{path} is not valid {encoding} text: {where}{hint}")
 
 
 def _is_utf8(encoding: str) -> bool:
@@ -92,9 +173,10 @@ def _codepoint_chunks(text: str) -> Iterator[np.ndarray]:
         yield _codepoints(text[start : start + CHUNK])
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a regular file's bytes (anything else is refused, as read_text refuses it)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(Path(path)) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -200,8 +282,13 @@ class Corpus:
         if not 0 < val_fraction < 1:
             raise OptionError(f"val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
         n_val = int(round(len(text) * val_fraction))
-        if n_val < 2 or len(text) - n_val < 2:
+        if len(text) < 4:
             raise ChargenError(f"the text has {len(text)} characters: too short to split into training and validation")
+        if n_val < 2 or len(text) - n_val < 2:
+            raise ChargenError(
+                f"the text has {len(text):,} characters, too short to split by val-fraction {val_fraction:g} ({n_val:,} for validation, "
+                f"{len(text) - n_val:,} for training; each needs at least 2): choose a val-fraction from {2 / len(text):.2g} to {1 - 2 / len(text):.4g}"
+            )
         vocab = build_vocabulary(text, tokenizer, vocab_size, min_frequency)
         if tokenizer == "char":  # one encoding, split as views
             data = vocab.encode(text)
@@ -226,50 +313,16 @@ class Corpus:
     ) -> Corpus:
         """The corpus of a text file; with cache, a second call with the same file and options skips encoding."""
         vocab_options = {"tokenizer": tokenizer, "vocab_size": vocab_size, "min_frequency": min_frequency}
-        if not cache or not Path(path).is_file():  # read_text explains what is wrong with the path
+
+        def build() -> Corpus:
             return cls.from_text(read_text(path, encoding, keep_newlines), val_fraction, **vocab_options)
-        options = {"val_fraction": val_fraction, "encoding": encoding, "keep_newlines": keep_newlines, **vocab_options}
-        key = hashlib.sha256(json.dumps([CACHE_FORMAT, file_sha256(Path(path)), options], sort_keys=True).encode()).hexdigest()[:32]
-        cached = cache_folder() / f"{key}.npz"
-        if cached.is_file():
-            try:
-                return cls.load(cached)
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache entry is rebuilt
-        corpus = cls.from_file(path, val_fraction, encoding, keep_newlines, **vocab_options)
-        corpus.save(cached)
-        return corpus
 
-    def save(self, path: Path) -> None:
-        """Arrays and vocabulary in one .npz, written to a temporary file and renamed into place."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(self.vocab, Vocabulary):
-            vocab = {"type": "char", "chars": self.vocab.chars}
-        else:
-            vocab = {"type": self.vocab.kind, "tokenizer": self.vocab.to_json()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, train=self.train, val=self.val, chars=np.array([self.train_chars, self.val_chars]), vocab=np.array(json.dumps(vocab)))
-        os.replace(tmp, path)
+        if not cache:
+            return build()
+        check_start(path, encoding, keep_newlines)  # before the cache hashes the whole file: a 4 GB file of NULs is refused at once
+        from .cache import cached  # cache.py keeps Corpus objects: imported here, not above, so neither module needs the other first
 
-    @classmethod
-    def load(cls, path: Path) -> Corpus:
-        with np.load(path, allow_pickle=False) as f:
-            vocab = json.loads(str(f["vocab"]))
-            if vocab["type"] == "char":
-                vocabulary = Vocabulary(vocab["chars"])
-            else:
-                vocabulary = TokenVocabulary.from_json(vocab["type"], vocab["tokenizer"])
-            train_chars, val_chars = (int(n) for n in f["chars"])
-            return cls(vocabulary, f["train"], f["val"], train_chars, val_chars)
-
-
-CACHE_FORMAT = 1
-
-
-def cache_folder() -> Path:
-    """Where encoded corpora are kept between runs: $XDG_CACHE_HOME/chargen, else ~/.cache/chargen."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chargen"
+        return cached(Path(path), {"val_fraction": val_fraction, "encoding": encoding, "keep_newlines": keep_newlines, **vocab_options}, build)
 
 
 def lanes(data: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

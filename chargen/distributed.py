@@ -89,3 +89,8 @@ def setup(device: torch.device) -> Group:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def is_writer_process() -> bool:
+    """Whether this process writes the run's checkpoint: rank 0 under torchrun (before the group is joined), or alone."""
+    return os.environ.get("RANK", "0") == "0"

@@ -1,4 +1,8 @@
-"""The one exception type chargen raises for anything a user can fix."""
+"""The one exception type chargen raises for anything a user can fix, and the type check of option values."""
+from __future__ import annotations
+
+import dataclasses
+import typing
 
 
 class ChargenError(ValueError):
@@ -7,3 +11,33 @@ class ChargenError(ValueError):
 
 class OptionError(ChargenError):
     """An option value out of its range: the command line reports it as a usage error."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to one line, or its type where it has none: what a one-line error can quote."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _holds(value: object, kind: type) -> bool:
+    """isinstance, except that a bool is no number and a whole number is also a float."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def check_types(options: object) -> None:
+    """Every field of a dataclass of options holds a value of its declared type, or an OptionError says which does not."""
+    hints = typing.get_type_hints(type(options))
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        kinds = typing.get_args(hints[field.name]) or (hints[field.name],)
+        if value is None and type(None) in kinds or any(_holds(value, k) for k in kinds if k is not type(None)):
+            continue
+        wanted = " or ".join(KINDS.get(k, k.__name__) for k in kinds if k is not type(None))
+        raise OptionError(f"{field.name.replace('_', '-')} must be {wanted}, not {value!r}")

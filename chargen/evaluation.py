@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .corpus import file_sha256, read_text
-from .errors import ChargenError, OptionError
+from .errors import ChargenError, OptionError, check_types
 from .ngram import WordTrigram
-from .predict import is_word_char, split_context
-from .sample import Sampler
+from .predict import is_word_char, split_point
+from .sample import Sampler, check_text
 
 CHUNK = 4096  # tokens per model call when reading a long text
 
@@ -33,6 +33,11 @@ def words(text: str) -> list[str]:
 def word_positions(text: str) -> list[tuple[int, str]]:
     """(offset, word) of each word that follows whitespace: the positions next-word accuracy scores."""
     return [(m.start(), m.group()) for m in word_pattern(text).finditer(text) if m.start() > 0 and text[m.start() - 1].isspace()]
+
+
+def scored_positions(text: str, max_words: int | None) -> list[tuple[int, str]]:
+    """The word positions next-word accuracy scores, at most max_words spread evenly: those with text before them to predict from."""
+    return evenly([(p, w) for p, w in word_positions(text) if split_point(text, p)[0]], max_words)
 
 
 def evenly(items: list, n: int | None) -> list:
@@ -59,6 +64,19 @@ class Report:
         return asdict(self)
 
 
+@dataclass
+class Scoring:
+    """What evaluate scores besides the bits: at most words positions (all when None), and the trigram's guesses if baseline."""
+
+    words: int | None = 1000
+    baseline: bool = False
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.words is not None and self.words < 1:
+            raise OptionError(f"words must be at least 1, not {self.words}")
+
+
 def corpus_split(config: dict) -> tuple[str, str]:
     """(validation, training) text of the corpus a checkpoint was trained on, checked against its sha256."""
     corpus = config["corpus"]
@@ -74,10 +92,14 @@ def corpus_split(config: dict) -> tuple[str, str]:
 
 @torch.inference_mode()
 def evaluate_text(sampler: Sampler, text: str, max_words: int | None = 1000, k: int = 5, baseline: WordTrigram | None = None) -> dict:
-    """Read the text once as one stream, state carried: total bits, and top-1/top-k next-word hits at chosen words."""
+    """Read the text once as one stream, state carried: total bits, and top-1/top-k next-word hits at chosen words.
+
+    The cost is one pass over the text's tokens, one model step after another (a stream, not lanes side by
+    side as training validates), plus a word search at each scored word; nothing grows faster than the text.
+    """
     model, vocab = sampler.model, sampler.vocab
-    pattern = word_pattern(text)
-    positions = evenly([(p, w) for p, w in word_positions(text) if split_context(text[:p])[0]], max_words)
+    pattern = word_pattern(check_text(text, "text to evaluate"))
+    positions = scored_positions(text, max_words)
     search = sampler.word_search
     state, last_logits, bits, tokens = None, None, 0.0, 0
 
@@ -95,9 +117,9 @@ def evaluate_text(sampler: Sampler, text: str, max_words: int | None = 1000, k: 
     hits = {"top1": 0, "top5": 0, "baseline_top1": 0, "baseline_top5": 0}
     done = 0
     for position, word in positions:
-        context, lead = split_context(text[:position])
-        read(text[done : len(context)])
-        done = len(context)
+        end, lead = split_point(text, position)
+        read(text[done:end])
+        done = end
         predicted = [p.word for p in search.run(last_logits, state, lead, k)]
         hits["top1"] += predicted[:1] == [word]
         hits["top5"] += word in predicted
@@ -117,8 +139,7 @@ def evaluate(path: str | Path | None = None, file: str | Path | None = None, max
 
     Without a file, the text is the validation part of the checkpoint's own corpus.
     """
-    if max_words is not None and max_words < 1:
-        raise OptionError(f"words must be at least 1, not {max_words}")
+    Scoring(max_words, baseline)
     folder = Path(path) if path is not None else checkpoint.latest()
     ckpt = checkpoint.load(folder)
     sampler = Sampler(ckpt.model, ckpt.vocab, folder)

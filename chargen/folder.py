@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,10 +94,16 @@ def _finish(folder: Path, written: dict[str, str], remove: list[str] | tuple[str
     (folder / JOURNAL).unlink(missing_ok=True)
 
 
+JOURNAL_LIMIT = 1 << 16  # a journal names a few files: anything larger, or not a regular file, is not one
+
+
 def _journal(folder: Path) -> dict | None:
+    path = folder / JOURNAL
     try:
-        entry = json.loads((folder / JOURNAL).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if not stat.S_ISREG(path.lstat().st_mode) or path.lstat().st_size > JOURNAL_LIMIT:
+            return None
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(entry, dict) or not isinstance(entry.get("write"), dict) or not isinstance(entry.get("remove"), list):
         return None
@@ -146,9 +153,13 @@ def hold(folder: Path) -> Iterator[None]:
                 raise ChargenError(
                     f"{folder} is in use by another chargen run (process {holder}): wait for it to end, or choose another --out"
                 ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(str(os.getpid()))
-        lock.flush()
+        try:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(os.getpid()))
+            lock.flush()
+            write_temporary(folder, "write-test", b"").unlink()
+        except OSError as e:
+            raise ChargenError(f"cannot write to {folder} ({e.strerror})") from None
         recover(folder)
         yield

@@ -10,19 +10,25 @@ from .errors import ChargenError
 
 
 def summary(folder: str | Path) -> dict:
-    """Architecture, vocabulary, corpus, progress and versions of one checkpoint, read from config.json."""
+    """Architecture, vocabulary, corpus, progress and versions of one checkpoint, read from config.json once it loads."""
     folder = Path(folder)
-    config = checkpoint.read_config(folder)
+    ckpt = checkpoint.load(folder)
     try:
-        model, corpus, progress, training = config["model"], config["corpus"], config["progress"], config["training"]
-        vocabulary = config["vocabulary"]
+        return figures(ckpt)
     except KeyError as e:
         raise ChargenError(f"{folder / checkpoint.CONFIG} lacks its {e.args[0]!r} entry") from None
-    ckpt = checkpoint.load(folder)
+    except (TypeError, AttributeError, ValueError) as e:  # an entry of the wrong kind: a list where a table goes
+        raise ChargenError(f"{folder / checkpoint.CONFIG} has an entry chargen cannot read ({e})") from None
+
+
+def figures(ckpt: checkpoint.Checkpoint) -> dict:
+    config, folder = ckpt.config, ckpt.folder
+    model, corpus, progress, training = config["model"], config["corpus"], config["progress"], config["training"]
+    vocabulary = config["vocabulary"]
     tokens = ckpt.vocab.token_texts
     return {
         "folder": str(folder),
-        "written": datetime.fromtimestamp((folder / checkpoint.CONFIG).stat().st_mtime).isoformat(timespec="seconds"),
+        "written": datetime.fromtimestamp(checkpoint.written(folder)).isoformat(timespec="seconds"),
         "architecture": f"{model['layers']}×{model['hidden']} {model['cell']}"
         + (f", embedding {model['embedding_dim']}" if model["input"] == "embedding" else ", one-hot")
         + (", tied" if model.get("tie_weights") else "")
@@ -46,17 +52,24 @@ def summary(folder: str | Path) -> dict:
 
 
 def list_checkpoints(root: str | Path = checkpoint.DEFAULT_ROOT) -> list[dict]:
-    """Summaries of the checkpoints under root, newest first; unreadable ones say why instead."""
-    root = Path(root)
-    folders = [p.parent for p in root.glob(f"*/{checkpoint.CONFIG}")] if root.is_dir() else []
-    folders.sort(key=lambda p: (p / checkpoint.CONFIG).stat().st_mtime, reverse=True)
+    """Summaries of the checkpoints under root, newest first; a damaged one says why in its row, and the rest are listed."""
     found = []
-    for folder in folders:
+    for folder in checkpoint.folders(root):
         try:
             found.append(summary(folder))
-        except ChargenError as e:
-            found.append({"folder": str(folder), "error": str(e)})
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # a damaged folder can raise anything, a panic of tokenizers' Rust code included
+            found.append({"folder": str(folder), "error": reason(e)})
     return found
+
+
+def reason(error: BaseException) -> str:
+    """One line on why a folder could not be read."""
+    if isinstance(error, ChargenError):
+        return str(error)
+    text = str(error).strip()
+    return f"unreadable ({type(error).__name__}{': ' + text.splitlines()[0] if text else ''})"
 
 
 def to_json(value) -> str:

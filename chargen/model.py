@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import OptionError
+from .errors import OptionError, check_types
 
 # An LSTM's state is a pair (h, c); a GRU's or an RNN's is a single tensor.
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -40,6 +40,7 @@ class ModelConfig:
     skip_connections: bool = True  # the output layer reads every recurrent layer, not only the last
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.cell not in CELLS:
             raise OptionError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         if self.input not in INPUTS:
@@ -49,16 +50,8 @@ class ModelConfig:
         if self.nonlinearity != "tanh" and self.cell != "rnn":
             raise OptionError("nonlinearity applies only to --cell rnn")
         for name, most in MAX_SIZES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise OptionError(f"{name.replace('_', '-')} must be a whole number, not {value!r}")
-            if not 1 <= value <= most:
-                raise OptionError(f"{name.replace('_', '-')} must be between 1 and {most:,}, not {value:,}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
-            raise OptionError(f"dropout must be a number, not {self.dropout!r}")
-        for name in ("tie_weights", "skip_connections"):
-            if not isinstance(getattr(self, name), bool):
-                raise OptionError(f"{name.replace('_', '-')} must be true or false, not {getattr(self, name)!r}")
+            if not 1 <= getattr(self, name) <= most:
+                raise OptionError(f"{name.replace('_', '-')} must be between 1 and {most:,}, not {getattr(self, name):,}")
         if not 0 <= self.dropout < 1:
             raise OptionError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.tie_weights and self.input != "embedding":
@@ -92,13 +85,13 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def check_fits_in_memory(config: ModelConfig, bytes_per_parameter: int, purpose: str) -> None:
+def check_fits_in_memory(config: ModelConfig, bytes_per_parameter: int, purpose: str, advice: str = "") -> None:
     """Refuse, before anything is allocated, a model whose float32 copies would not fit in the memory left."""
     needed, free = config.num_parameters() * bytes_per_parameter, available_memory()
     if needed > free:
         raise OptionError(
             f"a model of {config.num_parameters():,} parameters needs about {needed / 1e9:,.1f} GB to {purpose}, "
-            f"and this machine has {free / 1e9:,.1f} GB free: choose a smaller --hidden, --layers or --embedding-dim"
+            f"and this machine has {free / 1e9:,.1f} GB free{advice}"
         )
 
 
@@ -106,9 +99,9 @@ class LanguageModel(nn.Module):
     """Embedding (or one-hot) -> stacked fused RNN/GRU/LSTM -> dropout -> linear head.
 
     With skip connections the head reads the outputs of every layer side by side, so each layer's
-    gradient reaches it straight from the loss: a stack learns sooner from the same steps (README,
-    "Recipe measurements"). A stacked module returns only its top layer's outputs, so then each layer is
-    a module of its own; it runs the same fused kernel.
+    gradient reaches it straight from the loss: a stack learns sooner from the same steps (docs/recipe.md).
+    A stacked module returns only its top layer's outputs, so then each layer is a module of its own; it
+    runs the same fused kernel.
     """
 
     def __init__(self, config: ModelConfig):

@@ -1,6 +1,7 @@
 """A word trigram with stupid backoff: the counting baseline a network's next-word guesses must beat."""
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ class WordTrigram:
     unigrams: Counter = field(default_factory=Counter)
     bigrams: defaultdict = field(default_factory=lambda: defaultdict(Counter))
     trigrams: defaultdict = field(default_factory=lambda: defaultdict(Counter))
+    ranked: dict = field(default_factory=dict, repr=False, compare=False)  # context -> (words commonest first, total)
 
     @classmethod
     def fit(cls, words: list[str]) -> WordTrigram:
@@ -23,23 +25,39 @@ class WordTrigram:
             model.trigrams[a, b][c] += 1
         return model
 
+    def counts(self, context: tuple[str, ...]) -> Counter | None:
+        """The words seen after the last two, one or no words of context."""
+        if len(context) == 2:
+            return self.trigrams.get(context)
+        return self.bigrams.get(context[0]) if context else self.unigrams
+
+    def ranking(self, context: tuple[str, ...]) -> tuple[list[tuple[str, int]], int]:
+        """The words seen after context with their counts, commonest first (ties as first seen), and their total.
+
+        Sorted once per context and kept: a call to top then costs the words it looks at, not a sort.
+        """
+        if context not in self.ranked:
+            counts = self.counts(context) or Counter()
+            self.ranked[context] = (counts.most_common(), sum(counts.values()))
+        return self.ranked[context]
+
     def top(self, context: list[str], k: int = 5) -> list[str]:
         """The k best next words after the last two words of context, by stupid-backoff score."""
         scores: dict[str, float] = {}
         levels = []
         if len(context) >= 2:
-            levels.append((self.trigrams.get((context[-2], context[-1])), 1.0))
+            levels.append(((context[-2], context[-1]), 1.0))
         if context:
-            levels.append((self.bigrams.get(context[-1]), BACKOFF ** (len(levels))))
-        levels.append((self.unigrams, BACKOFF ** len(levels)))
+            levels.append(((context[-1],), BACKOFF ** len(levels)))
+        levels.append(((), BACKOFF ** len(levels)))
         higher: list[Counter] = []
-        for counts, weight in levels:
-            if not counts:
+        for key, weight in levels:
+            ranked, total = self.ranking(key)
+            if not ranked:
                 continue
-            total = sum(counts.values())
             # a word seen after a longer context is scored there; if it missed that level's top k, it misses the k overall
-            candidates = [(w, c) for w, c in counts.most_common(k + sum(map(len, higher))) if not any(w in h for h in higher)]
-            for word, count in candidates[:k]:
+            unseen = ((word, count) for word, count in ranked if not any(word in h for h in higher))
+            for word, count in itertools.islice(unseen, k):
                 scores.setdefault(word, weight * count / total)
-            higher.append(counts)
+            higher.append(self.counts(key))
         return sorted(scores, key=scores.get, reverse=True)[:k]

@@ -1,21 +1,17 @@
 """Training curves: train and validation bpc against characters seen, several runs on one figure."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from . import checkpoint
 from .errors import ChargenError
 
 
-def read_metrics(folder: Path) -> list[dict]:
-    path = folder / checkpoint.METRICS
-    if not path.is_file():
-        raise ChargenError(f"{folder} has no {checkpoint.METRICS}: is it a checkpoint folder?")
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise ChargenError(f"{path} line {e.lineno} is not JSON") from None
+def metrics_of(folder: Path) -> list[dict]:
+    records = checkpoint.read_metrics(folder)
+    if not records:
+        raise ChargenError(f"{folder} has no evaluations in {checkpoint.METRICS}: is it a checkpoint folder?")
+    return records
 
 
 def plot_runs(folders: list[Path], out: Path) -> Path:
@@ -27,7 +23,7 @@ def plot_runs(folders: list[Path], out: Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ChargenError("chargen plot needs matplotlib: pip install 'chargen[plot]'") from None
-    runs = [(folder, read_metrics(folder)) for folder in folders]
+    runs = [(folder, metrics_of(folder)) for folder in folders]
     figure, axes = plt.subplots(figsize=(8, 5))
     for folder, records in runs:
         chars = [r["chars"] / 1e6 for r in records]

@@ -40,11 +40,17 @@ def is_word_char(c: str) -> bool:
 
 def split_context(text: str) -> tuple[str, str]:
     """(context, lead): a trailing space belongs to the next word, so "of " predicts as "of" + " France"."""
-    if text.endswith(" "):
-        return text[:-1], " "
-    if not text or text[-1].isspace():
-        return text, ""
-    return text, " "
+    end, lead = split_point(text, len(text))
+    return text[:end], lead
+
+
+def split_point(text: str, end: int) -> tuple[int, str]:
+    """split_context of text[:end] without copying it: where the context ends, and the lead."""
+    if end and text[end - 1] == " ":
+        return end - 1, " "
+    if not end or text[end - 1].isspace():
+        return end, ""
+    return end, " "
 
 
 @dataclass
@@ -74,6 +80,28 @@ class _Prefix:
     logp: float
 
 
+@dataclass
+class _Children:
+    """The ids that may follow a prefix, most probable first: only the next of them waits in the search's heap."""
+
+    text: str  # the parent prefix's
+    ids: tuple[int, ...]  # the parent prefix's
+    state: State  # the state after the parent's last id
+    candidates: torch.Tensor  # the ids that may follow
+    logps: torch.Tensor  # the log-probability of the prefix each makes, float64, descending
+    taken: int = 0
+
+    def next_logp(self) -> float:
+        return self.logps[self.taken].item()
+
+    def take(self, texts: list[str]) -> _Prefix:
+        """The most probable child not taken yet, as a prefix of its own."""
+        i = int(self.candidates[self.taken])
+        prefix = _Prefix(self.text + texts[i], self.ids + (i,), self.state, self.next_logp())
+        self.taken += 1
+        return prefix
+
+
 def _select(state: State, i: int) -> State:
     if isinstance(state, tuple):
         return tuple(s[:, i : i + 1] for s in state)
@@ -92,44 +120,53 @@ class WordSearch:
     def __init__(self, stepper: Stepper, vocab: Vocabulary | TokenVocabulary, max_expansions: int = MAX_EXPANSIONS):
         self.stepper, self.vocab, self.max_expansions = stepper, vocab, max_expansions
         self.classes = TokenClasses.of(vocab)
+        self.starting = (self.classes.space | self.classes.spaced).nonzero().squeeze(1)
+        self.continuing = self.classes.letters.nonzero().squeeze(1)
+        self.ending = self.classes.boundary.nonzero().squeeze(1)
 
     def canonical(self, text: str, ids: tuple[int, ...]) -> bool:
         """Only the tokenizer's own spelling of a word counts: "Ġso" + "me" is not how " some" is written."""
         return isinstance(self.vocab, Vocabulary) or tuple(self.vocab.encode(text).tolist()) == ids
 
     def allowed(self, text: str, lead: str) -> torch.Tensor:
-        if text == "" and lead == " ":
-            return self.classes.space | self.classes.spaced
-        return self.classes.letters
+        """The ids that may come next: after a non-space a word starts with its space, then letters continue it."""
+        return self.starting if text == "" and lead == " " else self.continuing
 
     @torch.inference_mode()
     def run(self, logits: torch.Tensor, state: State, lead: str, k: int) -> list[WordPrediction]:
         """The k most probable words after a context whose last logits (V,) and state are given.
 
+        A prefix's children wait in the heap one at a time, most probable first: the next is pushed when
+        one is taken, so an expansion costs a sort of the vocabulary, not a heap entry per token.
         Stops early, with fewer than k words, only if max_expansions prefixes did not complete them.
         """
         heap: list = []
         order = itertools.count()
         found: list[WordPrediction] = []
         best: list[float] = []  # the k highest log-probabilities of words pushed so far (a min-heap)
+        texts = self.vocab.token_texts
 
         def threshold() -> float:
             """A prefix less probable than k known words cannot lead to one of the k best: it is dropped."""
             return best[0] if len(best) == k else -math.inf
 
-        def push_children(prefix: _Prefix, logprobs: torch.Tensor, state: State) -> None:
+        def push(children: _Children) -> None:
+            if children.taken < len(children.logps) and children.next_logp() >= threshold():
+                heapq.heappush(heap, (-children.next_logp(), next(order), children))
+
+        def push_children(prefix: _Prefix, logprobs: torch.Tensor, end: float, state: State) -> None:
+            """The prefix as a word (end: the log-probability that a boundary follows it) and its children."""
             if prefix.text.strip() and self.canonical(prefix.text, prefix.ids):
-                logp = prefix.logp + torch.logsumexp(logprobs[self.classes.boundary], 0).item()
+                logp = prefix.logp + end
                 heapq.heappush(heap, (-logp, next(order), prefix.text[len(lead) :]))
                 (heapq.heappush if len(best) < k else heapq.heappushpop)(best, logp)
-            ids = self.allowed(prefix.text, lead).nonzero().squeeze(1)
+            ids = self.allowed(prefix.text, lead)
             logps = prefix.logp + logprobs[ids].double()
             keep = logps >= threshold()
-            texts = self.vocab.token_texts
-            for i, logp in zip(ids[keep].tolist(), logps[keep].tolist()):
-                heapq.heappush(heap, (-logp, next(order), _Prefix(prefix.text + texts[i], prefix.ids + (i,), state, logp)))
+            logps, rank = logps[keep].sort(descending=True, stable=True)
+            push(_Children(prefix.text, prefix.ids, state, ids[keep][rank], logps))
 
-        push_children(_Prefix("", (), state, 0.0), logits.float().log_softmax(-1), state)
+        push_children(_Prefix("", (), state, 0.0), logits.float().log_softmax(-1), -math.inf, state)
         expansions = 0
         while heap and len(found) < k:
             if isinstance(heap[0][2], str):
@@ -140,7 +177,9 @@ class WordSearch:
                 break
             batch = []
             while heap and not isinstance(heap[0][2], str) and len(batch) < BATCH:
-                prefix = heapq.heappop(heap)[2]
+                children = heapq.heappop(heap)[2]
+                prefix = children.take(texts)
+                push(children)
                 if prefix.logp >= threshold():
                     batch.append(prefix)
             if not batch:
@@ -149,6 +188,7 @@ class WordSearch:
             tokens = torch.tensor([p.ids[-1] for p in batch])
             out, states = self.stepper.step(tokens, _stack([p.state for p in batch]))
             logprobs = out.float().log_softmax(-1)
+            ends = logprobs[:, self.ending].logsumexp(1).tolist()
             for j, prefix in enumerate(batch):
-                push_children(prefix, logprobs[j], _select(states, j))
+                push_children(prefix, logprobs[j], ends[j], _select(states, j))
         return found

@@ -22,7 +22,7 @@ A model trained for minutes learns most when its size fits what it will see. The
    passes, and none beyond: they let a model learn faster from each step, which on text seen many times
    means learning it by heart sooner.
 
-The constants come from the measurements in README.md ("Recipe measurements").
+The constants come from the measurements in docs/recipe.md.
 """
 from __future__ import annotations
 

@@ -1,41 +1,112 @@
-"""Sampling: warm the state up on a prompt, then draw one token at a time."""
+"""Sampling: warm the state up on a prompt, then draw one token at a time until the text has the characters asked for."""
 from __future__ import annotations
 
+import io
 import itertools
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cached_property
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from . import checkpoint
 from .corpus import Vocabulary
-from .errors import ChargenError, OptionError
+from .errors import ChargenError, OptionError, check_types
 from .model import PRECISIONS, LanguageModel, State
 from .predict import WordPrediction, WordSearch, split_context
 from .step import Stepper
 from .tokenizer import TokenVocabulary
 
 
-def check_options(length: int, temperature: float, top_k: int, top_p: float, num_samples: int = 1) -> None:
-    if not length >= 0:
-        raise OptionError(f"length must be zero or positive, not {length}")
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise OptionError(f"temperature must be zero (greedy) or positive, not {temperature}")
-    if not top_k >= 0:
-        raise OptionError(f"top-k must be zero (off) or positive, not {top_k}")
-    if not 0 < top_p <= 1:
-        raise OptionError(f"top-p must be in (0, 1], not {top_p}")
-    if not num_samples >= 1:
-        raise OptionError(f"num-samples must be at least 1, not {num_samples}")
+MAX_SAMPLES = 1024  # streams in one batch: each holds its state and its text until the batch ends
+MAX_HELD = 10_000_000  # characters a batch of samples may hold; one sample streams and holds none
+SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (it wraps a negative one round)
+MAX_HELD_BACK = 8  # tokens a BPE decoder may hold back for a character to complete (UTF-8 needs at most 4 bytes)
+
+
+@dataclass
+class SamplingOptions:
+    """What sampling takes besides the prompt, checked when made: before anything is loaded or drawn."""
+
+    length: int = 500  # characters after the prompt, for every tokenizer
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    num_samples: int = 1
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.length < 0:
+            raise OptionError(f"length must be zero or positive, not {self.length}")
+        if not (self.temperature >= 0 and _finite(self.temperature)):
+            raise OptionError(f"temperature must be zero (greedy) or positive, not {self.temperature}")
+        if self.top_k < 0:
+            raise OptionError(f"top-k must be zero (off) or positive, not {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise OptionError(f"top-p must be in (0, 1], not {self.top_p}")
+        if not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise OptionError(f"num-samples must be between 1 and {MAX_SAMPLES:,}, not {self.num_samples:,}")
+        if self.num_samples > 1 and self.length * self.num_samples > MAX_HELD:
+            raise OptionError(
+                f"length times num-samples is {self.length * self.num_samples:,} characters, more than the {MAX_HELD:,} a batch of samples "
+                "may hold until it ends: for longer texts draw one sample at a time, which streams"
+            )
+        check_seed(self.seed)
+        self.temperature, self.top_p = float(self.temperature), float(self.top_p)
+
+
+def _finite(x: float) -> bool:
+    """math.isfinite, where a whole number too large for a float is not finite either."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
+def check_seed(seed: int | None) -> None:
+    """A seed torch's generators take whole: a larger or negative one is refused, not wrapped round."""
+    if seed is not None and not 0 <= seed < SEED_LIMIT:
+        raise OptionError(f"seed must be a whole number from 0 to {SEED_LIMIT - 1}, not {seed}")
+
+
+def check_options(
+    length: int, temperature: float, top_k: int, top_p: float, num_samples: int = 1, seed: int | None = None
+) -> SamplingOptions:
+    """The sampling options checked, without a model: the command line calls it before it loads a checkpoint."""
+    return SamplingOptions(length, temperature, top_k, top_p, num_samples, seed)
+
+
+@dataclass
+class Likeliest:
+    """How many of the likeliest next words or tokens to give."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.k < 1:
+            raise OptionError(f"k must be at least 1, not {self.k}")
+
+
+def check_text(text: object, what: str = "prompt") -> str:
+    """A text a vocabulary can encode: a str of whole characters (Python turns a byte that is not UTF-8 into a lone surrogate)."""
+    if not isinstance(text, str):
+        raise OptionError(f"{what} must be a string, not {text!r}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ChargenError(f"the {what} is not valid text: it holds bytes that are not UTF-8 (at character {e.start})") from None
+    return text
 
 
 def pick(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator) -> torch.Tensor:
     """One id per row of logits (N, V): greedy at temperature 0, else drawn from the filtered softmax."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() if temperature == 1 else logits.float() / temperature
+    logits = logits.float() if temperature == 1 else scale(logits.float(), temperature)
     if 0 < top_k < logits.size(-1):
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, -math.inf)
@@ -43,8 +114,42 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, gen
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
         outside = probs.cumsum(-1) - probs >= top_p  # the mass before this id already reaches top_p
+        outside[:, 0] = False  # the likeliest id stays however small top_p is (1e-300 is 0 in float32)
         logits = logits.masked_fill(torch.zeros_like(outside).scatter(-1, order, outside), -math.inf)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def scale(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature; a row that overflows (a temperature near zero) keeps only its argmax, the greedy choice."""
+    scaled = logits / temperature
+    if temperature < 1:  # dividing by 1 or more cannot overflow
+        overflowed = ~scaled.isfinite().all(-1, keepdim=True)
+        if overflowed.any():
+            greedy = torch.full_like(scaled, -math.inf).scatter(-1, logits.argmax(-1, keepdim=True), 0.0)
+            scaled = torch.where(overflowed, greedy, scaled)
+    return scaled
+
+
+def text_decoder(vocab: Vocabulary | TokenVocabulary) -> Callable[[int], str]:
+    """Each id's new text as soon as it is whole; bytes held back longer than any character needs come out as U+FFFD."""
+    if isinstance(vocab, Vocabulary):
+        return vocab.stream_decoder()
+    decode, held = vocab.stream_decoder(), []
+
+    def step(i: int) -> str:
+        nonlocal decode
+        piece = decode(i)
+        if piece:
+            held.clear()
+            return piece
+        held.append(i)
+        if len(held) < MAX_HELD_BACK:
+            return ""
+        decode, text = vocab.stream_decoder(), vocab.decode(held) or "\ufffd"
+        held.clear()
+        return text
+
+    return step
 
 
 def repeat_state(state: State, n: int) -> State:
@@ -77,40 +182,51 @@ class Sampler:
 
     def prompt_ids(self, prompt: str) -> torch.Tensor:
         """The ids the model reads before it writes: start_ids, then the prompt (or the first token, if both are empty)."""
-        ids = torch.cat([self.start_ids, torch.from_numpy(self.vocab.encode(prompt, what="prompt")).long()])
+        ids = torch.cat([self.start_ids, torch.from_numpy(self.vocab.encode(check_text(prompt), what="prompt")).long()])
         return ids if len(ids) else torch.zeros(1, dtype=torch.long)
 
     def generate_ids(
         self, prompt: str, length: int, temperature: float, top_k: int, top_p: float, seed: int | None, num_samples: int
     ) -> Iterator[torch.Tensor]:
-        """Check everything now, then yield (num_samples,) ids one step at a time."""
-        check_options(length, temperature, top_k, top_p, num_samples)
+        """Check everything now, then yield (num_samples,) ids one step at a time until every sample has length characters."""
+        return (ids for ids, _ in self._samples(prompt, check_options(length, temperature, top_k, top_p, num_samples, seed)))
+
+    def _samples(self, prompt: str, options: SamplingOptions) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        """Check the prompt now; then each step's ids and the new text of each sample, cut so each ends at length characters."""
         prompt_ids = self.prompt_ids(prompt)
         generator = torch.Generator()
-        if seed is None:
+        if options.seed is None:
             generator.seed()
         else:
-            generator.manual_seed(seed)
-        return self._steps(prompt_ids, length, temperature, top_k, top_p, generator, num_samples)
+            generator.manual_seed(options.seed)
+        return self._decoded(self._steps(prompt_ids, options, generator), options.length, options.num_samples)
 
     @torch.inference_mode()
-    def _steps(self, prompt_ids, length, temperature, top_k, top_p, generator, num_samples) -> Iterator[torch.Tensor]:
-        """The prompt runs through the fused layers in one call; then one small step per new token."""
+    def _steps(self, prompt_ids: torch.Tensor, options: SamplingOptions, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """The prompt runs through the fused layers in one call; then one small step per new token, for as long as asked."""
         logits, state = self.model(prompt_ids[None])
-        logits, state = logits[:, -1].expand(num_samples, -1), repeat_state(state, num_samples)
-        for i in range(length):
-            ids = pick(logits, temperature, top_k, top_p, generator)
+        logits, state = logits[:, -1].expand(options.num_samples, -1), repeat_state(state, options.num_samples)
+        while True:
+            ids = pick(logits, options.temperature, options.top_k, options.top_p, generator)
             yield ids
-            if i + 1 < length:
-                logits, state = self.stepper.step(ids, state)
+            logits, state = self.stepper.step(ids, state)
+
+    def _decoded(self, steps: Iterator[torch.Tensor], length: int, num_samples: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        """Draws until each sample has length characters: a character model draws length ids, a word or BPE model as many as that takes."""
+        decoders = [text_decoder(self.vocab) for _ in range(num_samples)]
+        missing = [length] * num_samples
+        while any(missing):
+            ids = next(steps)
+            pieces = [decode(i)[:wanted] for decode, i, wanted in zip(decoders, ids.tolist(), missing)]
+            missing = [wanted - len(piece) for wanted, piece in zip(missing, pieces)]
+            yield ids, pieces
 
     def stream(
         self, prompt: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None
     ) -> Iterator[str]:
-        """The prompt, then each new character as soon as it is drawn."""
-        steps = self.generate_ids(prompt, length, temperature, top_k, top_p, seed, 1)
-        decode = self.vocab.stream_decoder()
-        return itertools.chain([prompt] if prompt else [], (decode(ids[0]) for ids in steps))
+        """The prompt, then the new text as soon as each token is drawn: length characters in all, in constant memory."""
+        samples = self._samples(prompt, check_options(length, temperature, top_k, top_p, 1, seed))
+        return itertools.chain([prompt] if prompt else [], (pieces[0] for _, pieces in samples if pieces[0]))
 
     def generate(
         self,
@@ -122,12 +238,14 @@ class Sampler:
         seed: int | None = None,
         num_samples: int = 1,
     ) -> str | list[str]:
-        """Prompt plus length new tokens (characters for a character model); a list when num_samples > 1."""
-        steps = list(self.generate_ids(prompt, length, temperature, top_k, top_p, seed, num_samples))
-        ids = torch.stack(steps, dim=1) if steps else torch.empty(num_samples, 0, dtype=torch.long)
-        texts = [prompt + self.vocab.decode(row) for row in ids]
-        return texts[0] if num_samples == 1 else texts
-
+        """Prompt plus length new characters, for every tokenizer; a list when num_samples > 1 (a batch, held until it ends)."""
+        options = check_options(length, temperature, top_k, top_p, num_samples, seed)
+        texts = [io.StringIO() for _ in range(num_samples)]
+        for _, pieces in self._samples(prompt, options):
+            for text, piece in zip(texts, pieces):
+                text.write(piece)
+        samples = [prompt + text.getvalue() for text in texts]
+        return samples[0] if num_samples == 1 else samples
 
     @torch.inference_mode()
     def context(self, text: str) -> tuple[torch.Tensor, State]:
@@ -137,15 +255,15 @@ class Sampler:
 
     def next_token_probs(self, text: str, k: int | None = None) -> list[tuple[str, float]]:
         """The model's distribution over the next token, most probable first (all tokens unless k)."""
+        k = None if k is None else Likeliest(k).k
         probs = self.context(text)[0].float().softmax(-1)
-        top = probs.topk(min(k or len(probs), len(probs)))
+        top = probs.topk(len(probs) if k is None else min(k, len(probs)))
         return [(self.vocab.token_texts[i], p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
     def predict_next_word(self, text: str, k: int = 5) -> list[WordPrediction]:
         """The k most probable next words after text, best first, with the model's probabilities."""
-        if not k >= 1:
-            raise OptionError(f"k must be at least 1, not {k}")
-        context, lead = split_context(text)
+        k = Likeliest(k).k
+        context, lead = split_context(check_text(text))
         logits, state = self.context(context)
         return self.word_search.run(logits, state, lead, k)
 

@@ -6,15 +6,16 @@ after a newline. Word models map words outside the vocabulary to [UNK]; BPE mode
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from tokenizers.decoders import DecodeStream
 
-from .errors import OptionError
+from .errors import ChargenError, OptionError, first_line
 
 UNK = "Ġ[UNK]"  # byte-level for " [UNK]": most unknown words follow a space, and decoded text keeps it
 WORD_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
@@ -42,6 +43,59 @@ def _empty_tokenizer(kind: str) -> Tokenizer:
     return tokenizer
 
 
+@cache
+def _written(kind: str) -> dict:
+    """The tokenizer.json chargen writes for kind, less its vocabulary and merges: what a file read back must agree with."""
+    tokenizer = _empty_tokenizer(kind)
+    if kind == "word":
+        tokenizer.add_special_tokens([UNK])  # the word trainer's one special token, id 0
+    return json.loads(tokenizer.to_str())
+
+
+def check_tokenizer_json(kind: str, data: object) -> None:
+    """Refuse, before tokenizers reads it, what chargen never writes: another pre-tokenizer (a regex that can run for ever),
+    another model, files named instead of the vocabulary inline, ids outside the vocabulary."""
+    if kind not in DEFAULT_VOCAB_SIZE:
+        raise ChargenError(f"a tokenizer is word or bpe, not {kind!r}")
+    written = _written(kind)
+    if not isinstance(data, dict) or set(data) != set(written):
+        raise ChargenError(f"its entries are not those of the {kind} tokenizer chargen writes")
+    for key in written.keys() - {"model"}:
+        if data[key] != written[key]:
+            raise ChargenError(f"its {key} is not the one chargen builds")
+    model = data["model"]
+    if not isinstance(model, dict) or model.get("type") != written["model"]["type"] or "vocab" not in model:
+        raise ChargenError(f"its model must be {written['model']['type']} with its vocabulary inline, as chargen writes it")
+    for key, value in model.items():
+        if key not in written["model"]:
+            raise ChargenError(f"its model has an entry {key!r} chargen never writes")
+        if key not in ("vocab", "merges") and value != written["model"][key]:
+            raise ChargenError(f"its model's {key} is {value!r}, not chargen's {written['model'][key]!r}")
+    _check_vocab(kind, model["vocab"])
+    if kind == "bpe" and not (isinstance(model.get("merges"), list) and all(map(_is_merge, model["merges"]))):
+        raise ChargenError("its merges must be listed inline, each a pair of tokens")
+
+
+def _check_vocab(kind: str, vocab: object) -> None:
+    """Token to id, inline, the ids 0 to n - 1 each once; a word vocabulary's [UNK] is id 0."""
+    if not isinstance(vocab, dict) or not all(type(i) is int for i in vocab.values()):
+        raise ChargenError("its vocabulary must map each token to a whole-number id, inline")
+    outside = next((i for i in vocab.values() if not 0 <= i < len(vocab)), None)
+    if outside is not None:
+        raise ChargenError(f"its vocabulary has an id {outside:,} outside 0 to {len(vocab) - 1:,}")
+    if len(set(vocab.values())) != len(vocab):
+        raise ChargenError("its vocabulary gives two tokens the same id")
+    if kind == "word" and vocab.get(UNK) != 0:
+        raise ChargenError(f"its vocabulary lacks {UNK!r} as id 0")
+
+
+def _is_merge(merge: object) -> bool:
+    """A BPE merge as tokenizers writes it: a pair of tokens (older versions: one string, the two parted by a space)."""
+    if isinstance(merge, str):
+        return merge.count(" ") == 1
+    return isinstance(merge, list) and len(merge) == 2 and all(isinstance(t, str) for t in merge)
+
+
 class TokenVocabulary:
     """A word or BPE vocabulary: a `tokenizers.Tokenizer` seen through the same methods as `Vocabulary`."""
 
@@ -62,8 +116,21 @@ class TokenVocabulary:
         return cls(tokenizer, kind)
 
     @classmethod
-    def from_json(cls, kind: str, json: str) -> TokenVocabulary:
-        return cls(Tokenizer.from_str(json), kind)
+    def from_json(cls, kind: str, text: str) -> TokenVocabulary:
+        """A tokenizer.json chargen wrote; anything else, or anything tokenizers cannot read, is a ChargenError."""
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise ChargenError(f"not JSON: {e}") from None
+        check_tokenizer_json(kind, data)
+        try:
+            return cls(Tokenizer.from_str(text), kind)
+        except Exception as e:  # tokenizers reports a file it cannot read as a plain Exception
+            raise ChargenError(first_line(e)) from None
+        except BaseException as e:  # and a panic in its Rust code as pyo3's PanicException, which is no Exception
+            if type(e).__name__ != "PanicException":
+                raise
+            raise ChargenError(f"tokenizers failed on it: {first_line(e)}") from None
 
     def to_json(self) -> str:
         return self.tokenizer.to_str()

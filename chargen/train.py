@@ -1,9 +1,10 @@
-"""Training: truncated BPTT over contiguous lanes, Adam, gradient clipping, validation and checkpoints."""
+"""Training: truncated BPTT over contiguous lanes, AdamW, gradient clipping, validation and checkpoints."""
 from __future__ import annotations
 
 import contextlib
 import itertools
 import math
+import os
 import shutil
 import signal
 import statistics
@@ -18,13 +19,14 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__, checkpoint, corpora, distributed, recipe
+from . import folder as store
 from .corpus import Corpus, file_sha256, lanes, windows
 from .embeddings import initialise_embedding
-from .errors import ChargenError, OptionError
-from .model import DEVICES, PRECISIONS, LanguageModel, ModelConfig, State, autocast, detach_state, resolve_device, resolve_precision
+from .errors import ChargenError, OptionError, check_types
+from .model import DEVICES, PRECISIONS, LanguageModel, ModelConfig, State, autocast, check_fits_in_memory, detach_state, resolve_device, resolve_precision
 from .distributed import Group
 from .progress import TrainingDisplay
-from .sample import Sampler
+from .sample import SEED_LIMIT, Sampler, check_seed
 
 LN2 = math.log(2)
 SCHEDULES = ("linear", "cosine", "constant")
@@ -32,6 +34,9 @@ DEFAULT_EPOCHS = 10  # the limit of a run given none
 COSINE_FINAL_LR = 0.05  # the cosine schedule ends at this fraction of --lr
 EVAL_EVERY = 1000  # steps between validations, unless --eval-every says otherwise
 VALIDATION_SHARE = 0.02  # of a --max-time run's time, the most its validations may take
+TRAINING_BYTES_PER_PARAMETER = 4 * 8  # weights, gradients, two AdamW moments, best weights, and the copies a save makes
+SMALLER = ": choose a smaller --hidden, --layers or --embedding-dim"
+PACE_WARNING = 2.0  # a run this many times faster or slower than the recipe's probe says so
 
 
 @dataclass
@@ -39,16 +44,16 @@ class TrainConfig:
     seq_len: int = 128
     batch_size: int = recipe.LANES  # the recipe takes recipe.REPEAT_LANES for a run that repeats the text
     lr: float = recipe.BASE_LR  # the recipe scales it down for layers wider than recipe.BASE_WIDTH
-    schedule: str = "linear"  # linear: down to 0 at the nearest limit (time, steps, epochs); never worse than the cosine (README)
+    schedule: str = "linear"  # linear: down to 0 at the nearest limit (time, steps, epochs); never worse than the cosine (docs/recipe.md)
     warmup: int = 50  # steps of linear warm-up
-    weight_decay: float = 0.1  # AdamW's decoupled decay: 0.01 to 0.03 bpc better at 600 s (README, recipe measurements)
+    weight_decay: float = 0.1  # AdamW's decoupled decay: 0.01 to 0.03 bpc better at 600 s (docs/recipe.md)
     clip: float = 5.0
     seed: int = 1337
     max_steps: int | None = None
     max_epochs: int | None = None  # DEFAULT_EPOCHS when no limit is given
     max_time: float | None = None
     eval_every: int | None = None  # None: every EVAL_EVERY steps, fewer where they would eat into a --max-time run
-    patience: int | None = 5
+    patience: int | None = 5  # 0 or None: never stop early
     precision: str = "auto"
     device: str = "auto"
     threads: int | None = None  # CPU threads; None leaves PyTorch's choice
@@ -56,12 +61,16 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files into the checkpoint folder
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.max_steps is None and self.max_epochs is None and self.max_time is None:
             self.max_epochs = DEFAULT_EPOCHS
-        for name in ("seq_len", "batch_size", "eval_every", "max_steps", "max_epochs", "patience", "threads", "sample_every"):
+        for name in ("seq_len", "batch_size", "eval_every", "max_steps", "max_epochs", "threads", "sample_every"):
             value = getattr(self, name)
             if value is not None and not value >= 1:
                 raise OptionError(f"{name.replace('_', '-')} must be at least 1, not {value}")
+        check_seed(self.seed)
+        if self.patience is not None and self.patience < 0:
+            raise OptionError(f"patience must be zero (never stop early) or more, not {self.patience}")
         for name in ("lr", "max_time"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -138,7 +147,11 @@ class TrainResult:
     best_val_bpc: float
     last_val_bpc: float
     stopped_because: str
-    interrupted: bool = False  # stopped by a signal, saved without a last validation: resume it
+    stop_signal: int | None = None  # stopped by this signal, saved without a last validation: resume it
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop_signal is not None
 
 
 @dataclass
@@ -179,7 +192,7 @@ class Trainer:
         # DistributedDataParallel averages gradients over the ranks; alone, the model is used as it is
         self.parallel = DistributedDataParallel(model) if self.group.world > 1 else model
         if self.group.rank:  # the same initial weights everywhere, but each rank its own dropout masks
-            torch.manual_seed(config.seed + self.group.rank)
+            torch.manual_seed((config.seed + self.group.rank) % SEED_LIMIT)
         self.precision = resolve_precision(config.precision, self.device)
         self.tensorboard = open_tensorboard(folder) if config.tensorboard and self.group.is_writer else None
         self.optimizer = make_optimizer(model, config, self.device)
@@ -193,7 +206,11 @@ class Trainer:
         self.progress = Progress()
         self.lane_state: State | None = None
         self.stop_signal: int | None = None
-        self.vocabulary_entry = checkpoint.write_vocabulary(folder, corpus.vocab) if self.group.is_writer else {}
+        self.vocabulary_entry, self.vocabulary_files = checkpoint.vocabulary_files(corpus.vocab)
+        self.metrics: list[dict] = []  # every evaluation of the run, rewritten whole with each save
+        self.saved = False  # the first save of a run replaces whatever the folder held, all of it
+        self.saved_weights = False  # model.safetensors holds this run's weights
+        self.pace_checked = False
 
     def restore(self, saved: checkpoint.ResumeState) -> None:
         """Continue from a saved run: weights, optimizer, lanes' hidden state, random numbers, position."""
@@ -203,10 +220,12 @@ class Trainer:
         self.lane_state = None if lanes_here is None else move_state(lanes_here, self.device)
         torch.set_rng_state(saved.rng)
         if self.group.rank:  # dropout masks differ from rank to rank
-            torch.manual_seed(self.config.seed + self.group.rank + saved.progress["step"])
+            torch.manual_seed((self.config.seed + self.group.rank + saved.progress["step"]) % SEED_LIMIT)
         self.progress = Progress(**saved.progress)
-        if self.group.is_writer:
-            checkpoint.trim_metrics(self.folder, self.progress.step)
+        self.metrics = [r for r in checkpoint.read_metrics(self.folder) if r["step"] <= self.progress.step]
+        self.saved = True
+        self.saved_weights = store.current(self.folder, checkpoint.WEIGHTS).is_file()
+        self.pace_checked = True  # the recipe's probe was another session's
 
     @property
     def chars(self) -> int:
@@ -305,10 +324,8 @@ class Trainer:
                 if self.group.world > 1 and self.group.any([not math.isfinite(bpc)])[0]:
                     bpc = math.nan
                 if not math.isfinite(bpc):
-                    raise ChargenError(
-                        f"the loss became {bpc} at step {p.step + 1}; try a lower --lr or a tighter --clip "
-                        f"(the last good checkpoint in {self.folder} is kept)"
-                    )
+                    kept = f"the last good checkpoint in {self.folder} is kept" if self.saved else "nothing was saved"
+                    raise ChargenError(f"the loss became {bpc} at step {p.step + 1}; try a lower --lr or a tighter --clip ({kept})")
                 p.step += 1
                 p.tokens += y.numel() * self.group.world
                 p.bits_since_eval += bpc * y.numel()
@@ -327,12 +344,14 @@ class Trainer:
                     p.last_val,
                     self.chars / p.elapsed_s,
                 )
+            if self.stop_signal is not None and p.step == 0:
+                raise ChargenError(f"stopped by {signal.Signals(self.stop_signal).name} before the first step: nothing was saved")
             if self.stop_signal is not None:
                 self.save()  # no validation: the user is waiting
             elif p.chars_since_eval:  # steps since the last evaluation still deserve one
                 self.validate_and_save()
         best, last = (math.inf if v is None else v for v in (p.best_val, p.last_val))
-        return TrainResult(self.folder, p.step, self.chars, p.elapsed_s, best, last, reason or "done", self.stop_signal is not None)
+        return TrainResult(self.folder, p.step, self.chars, p.elapsed_s, best, last, reason or "done", self.stop_signal)
 
     def validation_due(self) -> bool:
         """Every --eval-every steps; by default every EVAL_EVERY, skipping those that would take a --max-time
@@ -370,13 +389,9 @@ class Trainer:
         p.validation_s += p.last_validation_s
         if not self.group.is_writer:
             return
-        with self.saving():
-            if improved:
-                checkpoint.write_atomically(self.folder / checkpoint.WEIGHTS, checkpoint.weights_bytes(self.model))
-            self.write_resume_and_config(lanes)
-            checkpoint.append_metrics(
-                self.folder, {"step": p.step, "chars": self.chars, "elapsed_s": round(p.elapsed_s, 3), "train_bpc": train_bpc, "val_bpc": val}
-            )
+        self.metrics.append({"step": p.step, "chars": self.chars, "elapsed_s": round(p.elapsed_s, 3), "train_bpc": train_bpc, "val_bpc": val})
+        self.commit(lanes, improved)
+        self.check_pace()
         if self.tensorboard is not None:
             self.tensorboard.add_scalars("bits per character", {"train": train_bpc, "validation": val}, self.chars)
             self.tensorboard.flush()
@@ -384,28 +399,52 @@ class Trainer:
         mark = "  (best, saved)" if improved else ""
         self.display.log(f"step {p.step:>6}  train {train_bpc:.4f}  val {val:.4f} bpc{mark}")
 
-    @contextlib.contextmanager
-    def saving(self) -> Iterator[None]:
-        """A failed write (a full disk, a folder gone) stops the run with the previous checkpoint whole."""
-        try:
-            yield
-        except OSError as e:
-            raise ChargenError(
-                f"could not save the checkpoint in {self.folder} ({e.strerror or e}); the previous one is kept"
-            ) from None
-
     def save(self) -> None:
-        """The resume state, then config.json: the config marks a complete checkpoint."""
+        """The run as it stands, without a validation; the weights too while the folder has none of this run's."""
         lanes = self.group.gather_lanes(self.lane_state)
         if self.group.is_writer:
-            with self.saving():
-                self.write_resume_and_config(lanes)
+            self.commit(lanes, weights=False)
 
-    def write_resume_and_config(self, lanes: State | None) -> None:
+    def commit(self, lanes: State | None, weights: bool) -> None:
+        """Replace the checkpoint's files together (folder.py); a failed write (a full disk, a folder gone)
+        stops the run with the previous checkpoint whole."""
+        files = {
+            checkpoint.RESUME: checkpoint.resume_bytes(self.model, self.optimizer, lanes, asdict(self.progress)),
+            checkpoint.CONFIG: checkpoint.json_bytes(self.config_record()),
+            checkpoint.METRICS: checkpoint.metrics_bytes(self.metrics),
+        }
+        if weights or not self.saved_weights:
+            files[checkpoint.WEIGHTS] = checkpoint.weights_bytes(self.model)
+        remove: tuple[str, ...] = ()
+        if not self.saved:  # a run's first save replaces an --overwrite'n checkpoint whole
+            files.update(self.vocabulary_files)
+            remove = tuple(name for name in (checkpoint.TOKENIZER,) if name not in files)
+        try:
+            store.commit(self.folder, files, remove)
+        except OSError as e:
+            kept = "the previous one is kept" if self.saved else "nothing was saved"
+            raise ChargenError(f"could not save the checkpoint in {self.folder} ({e.strerror or e}); {kept}") from None
+        self.saved = self.saved_weights = True
+
+    def check_pace(self) -> None:
+        """Say so, once, when the run trains far faster or slower than the speed the recipe chose its model by."""
+        probe = self.meta.get("recipe", {}).get("tokens_per_s")
         p = self.progress
-        data = checkpoint.resume_bytes(self.model, self.optimizer, lanes, asdict(p))
-        checkpoint.write_atomically(self.folder / checkpoint.RESUME, data)
-        config = {
+        if self.pace_checked or not probe or p.elapsed_s <= p.validation_s:
+            return
+        self.pace_checked = True
+        pace = p.tokens / (p.elapsed_s - p.validation_s)
+        if 1 / PACE_WARNING <= pace / probe <= PACE_WARNING:
+            return
+        self.display.log(
+            f"note: this run trains at {pace:,.0f} tokens/s, {pace / probe:.1f}× the {probe:,.0f} the recipe measured before it chose "
+            f"{self.model.config.hidden} units: the machine's load changed. To repeat a run exactly, pin its model "
+            f"(chargen train --config {self.folder / checkpoint.CONFIG} ...)"
+        )
+
+    def config_record(self) -> dict:
+        p = self.progress
+        return {
             "format_version": checkpoint.FORMAT_VERSION,
             "chargen_version": __version__,
             "model": self.model.config.to_dict(),
@@ -414,7 +453,6 @@ class Trainer:
             **self.meta,
             "progress": {"step": p.step, "chars": self.chars, "elapsed_s": round(p.elapsed_s, 3), "best_val_bpc": p.best_val, "last_val_bpc": p.last_val},
         }
-        checkpoint.write_json(self.folder / checkpoint.CONFIG, config)
 
 
 def move_state(state: State, device: torch.device) -> State:
@@ -430,33 +468,44 @@ def open_tensorboard(folder: Path):
     return SummaryWriter(log_dir=str(folder / "tensorboard"))
 
 
-def prepare_folder(folder: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing checkpoint unless asked, and check the folder is writable now."""
+def check_out(folder: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing checkpoint unless asked; nothing is replaced until the new run's first save."""
     if folder.exists() and not folder.is_dir():
         raise ChargenError(f"--out {folder} is a file, not a folder")
-    if checkpoint.is_checkpoint(folder):
-        if not overwrite:
-            raise ChargenError(
-                f"{folder} already holds a checkpoint: continue it with --resume {folder}, choose another --out, "
-                "or pass --overwrite to replace it"
-            )
-        (folder / checkpoint.METRICS).unlink(missing_ok=True)
+    if checkpoint.is_checkpoint(folder) and not overwrite:
+        raise ChargenError(
+            f"{folder} already holds a checkpoint: continue it with --resume {folder}, choose another --out, "
+            "or pass --overwrite to replace it"
+        )
+
+
+@contextlib.contextmanager
+def run_folder(folder: Path) -> Iterator[None]:
+    """Create the checkpoint folder if need be and hold it for the run (folder.hold); a folder the run
+    created and never saved into is removed again, so a refused or failed run leaves nothing behind."""
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_atomically(folder / ".write-test", b"")
-        (folder / ".write-test").unlink()
     except OSError as e:
         raise ChargenError(f"cannot write to {folder} ({e.strerror})") from None
+    try:
+        with store.hold(folder) if distributed.is_writer_process() else contextlib.nullcontext():
+            yield
+    finally:
+        if created and distributed.is_writer_process() and not checkpoint.is_checkpoint(folder):
+            (folder / store.LOCK).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 MODEL_OPTIONS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 LIMITS = {"max_steps", "max_epochs", "max_time", "patience", "device", "threads", "sample_every", "tensorboard"}  # what a resumed run may change
 
 
-def check_space(folder: Path, model: LanguageModel) -> None:
+def check_space(folder: Path, model_config: ModelConfig) -> None:
     """Refuse to start a run whose checkpoint cannot fit on the disk."""
-    # best weights, resume file (weights and two Adam moments), and a temporary copy of the largest
-    needed = model.num_parameters() * 4 * (1 + 3 + 3)
+    # best weights and resume file (weights and two Adam moments), and the new set of both while a save replaces them
+    needed = model_config.num_parameters() * 4 * (1 + 3) * 2
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise ChargenError(f"{folder} has {free / 1e6:,.1f} MB free; this model's checkpoint needs about {needed / 1e6:,.1f} MB")
@@ -472,10 +521,14 @@ def check_length(data: Corpus, config: TrainConfig, path: Path) -> None:
         )
 
 
-def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, seconds: float = 0.5, fewest_steps: int = 3, most_steps: int = 5) -> float:
-    """Training tokens per second of a model of this shape on this machine: the median of a few steps after one to warm up.
+def measure_speed(
+    model_config: ModelConfig, data: Corpus, config: TrainConfig, seconds: float = 1.0, fewest_steps: int = 5, most_steps: int = 30, warmup_steps: int = 2
+) -> float:
+    """Training tokens per second of a model of this shape on this machine: the median step of at least a second of them,
+    after two to warm up (the first builds the kernels, the second still runs slow).
 
     The median, because a shared machine can stall any one step; the fastest would promise more than a run keeps up.
+    A second of steps rides out a short burst of load that a few steps would take for the machine's speed.
     Under torchrun every rank measures its share of the lanes at once, and the speeds add up.
     """
     device = resolve_device(config.device)
@@ -497,7 +550,8 @@ def measure_speed(model_config: ModelConfig, data: Corpus, config: TrainConfig, 
         _, state = optimizer_step(model, optimizer, x, y, state, precision, config.clip)
         return y.numel() / (time.perf_counter() - began)
 
-    step_speed()  # the first step builds the kernels: not timed
+    for _ in range(warmup_steps):
+        step_speed()
     speeds, start = [], time.perf_counter()
     while len(speeds) < fewest_steps or (len(speeds) < most_steps and time.perf_counter() - start < seconds):
         speeds.append(step_speed())
@@ -571,58 +625,75 @@ def train(
     """Train a model on a text file and write its checkpoint folder; options are ModelConfig and TrainConfig fields."""
     unknown = set(options) - MODEL_OPTIONS - {f.name for f in fields(TrainConfig)}
     if unknown:
-        raise TypeError(f"train() got unknown options: {', '.join(sorted(unknown))}")
+        raise OptionError(f"unknown option{'s' * (len(unknown) > 1)} {', '.join(sorted(unknown))}")
     chosen = {k: options.pop(k, None) for k in ("hidden", "dropout", "lr", "batch_size", "skip_connections")}  # None: the recipe decides
     given = options | {k: v for k, v in chosen.items() if v is not None}
     model_config = ModelConfig(vocab_size=1, **{k: v for k, v in given.items() if k in MODEL_OPTIONS})
     config = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
+    check_corpus_options(corpus, out, encoding, val_fraction, embeddings)
     if freeze_embeddings and embeddings is None:
         raise OptionError("freeze-embeddings needs --embeddings FILE: there is nothing pre-trained to keep fixed")
     if embeddings is not None and model_config.input != "embedding":
         raise OptionError("embeddings needs --input embedding")
-    path = corpora.resolve(corpus)
+    resolve_precision(config.precision, resolve_device(config.device))  # a device or precision this machine lacks, before any work
+    path = corpora.resolve(corpus).resolve()  # recorded as it is, so the checkpoint finds it from any folder
     vocab_options = {"tokenizer": tokenizer, "vocab_size": vocab_size, "min_frequency": min_frequency}
     data = Corpus.from_file(path, val_fraction, encoding, keep_newlines, cache, **vocab_options)
     check_length(data, config, path)
     folder = Path(out) if out is not None else checkpoint.DEFAULT_ROOT / path.stem
-    prepare_folder(folder, overwrite)
+    check_out(folder, overwrite)
     model_config = replace(model_config, vocab_size=len(data.vocab))
-    plan = plan_model(model_config, data, config, **chosen) if None in chosen.values() else None
-    if plan is not None:
-        model_config = replace(model_config, hidden=plan.hidden, dropout=plan.dropout, skip_connections=plan.skip_connections)
-        config = replace(config, lr=plan.lr, batch_size=plan.lanes)
-    torch.manual_seed(config.seed)
-    model = LanguageModel(model_config)
-    check_space(folder, model)
-    meta = {
-        "corpus": {
-            "path": str(path),
-            "sha256": file_sha256(path),
-            "characters": data.train_chars + data.val_chars,
-            "train_characters": data.train_chars,
-            "val_characters": data.val_chars,
-            "train_tokens": len(data.train),
-            "val_tokens": len(data.val),
-            "val_fraction": val_fraction,
-            "encoding": encoding,
-            "keep_newlines": keep_newlines,
-            **vocab_options,
-        },
-    }
-    if plan is not None:
-        meta["recipe"] = plan.to_dict()
-    if embeddings is not None:
-        covered = initialise_embedding(model.embedding, embeddings, data.vocab.token_texts, freeze_embeddings)
-        meta["embeddings"] = {"path": str(embeddings), "covered": covered, "frozen": freeze_embeddings}
-    try:
-        trainer = Trainer(model, data, config, folder, meta, TrainingDisplay(quiet=quiet))
+    if chosen["hidden"] is not None:
+        check_fits_in_memory(model_config, TRAINING_BYTES_PER_PARAMETER, "train", SMALLER)
+    with run_folder(folder):
+        plan = plan_model(model_config, data, config, **chosen) if None in chosen.values() else None
+        if plan is not None:
+            model_config = replace(model_config, hidden=plan.hidden, dropout=plan.dropout, skip_connections=plan.skip_connections)
+            config = replace(config, lr=plan.lr, batch_size=plan.lanes)
+        check_fits_in_memory(model_config, TRAINING_BYTES_PER_PARAMETER, "train", SMALLER)
+        check_space(folder, model_config)
+        torch.manual_seed(config.seed)
+        model = LanguageModel(model_config)
+        meta = {
+            "corpus": {
+                "path": str(path),
+                "sha256": file_sha256(path),
+                "characters": data.train_chars + data.val_chars,
+                "train_characters": data.train_chars,
+                "val_characters": data.val_chars,
+                "train_tokens": len(data.train),
+                "val_tokens": len(data.val),
+                "val_fraction": val_fraction,
+                "encoding": encoding,
+                "keep_newlines": keep_newlines,
+                **vocab_options,
+            },
+        }
+        if plan is not None:
+            meta["recipe"] = plan.to_dict()
         if embeddings is not None:
-            frozen = " (frozen)" if freeze_embeddings else ""
-            trainer.display.log(f"{embeddings}: vectors for {meta['embeddings']['covered']:,} of {len(data.vocab):,} vocabulary tokens{frozen}")
-        describe(trainer, path)
-        return trainer.run()
-    finally:
-        distributed.shutdown()
+            covered = initialise_embedding(model.embedding, embeddings, data.vocab.token_texts, freeze_embeddings)
+            meta["embeddings"] = {"path": str(Path(embeddings).resolve()), "covered": covered, "frozen": freeze_embeddings}
+        try:
+            trainer = Trainer(model, data, config, folder, meta, TrainingDisplay(quiet=quiet))
+            if embeddings is not None:
+                frozen = " (frozen)" if freeze_embeddings else ""
+                trainer.display.log(f"{embeddings}: vectors for {meta['embeddings']['covered']:,} of {len(data.vocab):,} vocabulary tokens{frozen}")
+            describe(trainer, path)
+            return trainer.run()
+        finally:
+            distributed.shutdown()
+
+
+def check_corpus_options(corpus: object, out: object, encoding: object, val_fraction: object, embeddings: object) -> None:
+    """The Python API's arguments of the kinds the command line gives them."""
+    for name, value, optional in (("corpus", corpus, False), ("out", out, True), ("embeddings", embeddings, True)):
+        if not (isinstance(value, (str, os.PathLike)) or optional and value is None):
+            raise OptionError(f"{name} must be a path, not {value!r}")
+    if not isinstance(encoding, str):
+        raise OptionError(f"encoding must be the name of a text encoding, not {encoding!r}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)):
+        raise OptionError(f"val-fraction must be a number, not {val_fraction!r}")
 
 
 def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool = True, quiet: bool = False, **limits) -> TrainResult:
@@ -633,30 +704,34 @@ def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool 
     changed = set(limits) - LIMITS
     if changed:
         raise OptionError(f"a resumed run keeps its options; only {', '.join(sorted(LIMITS))} can change, not {', '.join(sorted(changed))}")
+    if not isinstance(folder, (str, os.PathLike)) or not (corpus is None or isinstance(corpus, (str, os.PathLike))):
+        raise OptionError(f"resume takes a checkpoint folder and a corpus path, not {folder!r} and {corpus!r}")
     folder = Path(folder)
     ckpt = checkpoint.load(folder)
-    saved = checkpoint.read_resume(folder)
-    recorded = ckpt.config["corpus"]
-    path = Path(corpus) if corpus is not None else Path(recorded["path"])
-    if not path.is_file():
-        raise ChargenError(f"the run's corpus {path} is not here: name it with  chargen train --resume {folder} CORPUS")
-    if file_sha256(path) != recorded["sha256"]:
-        raise ChargenError(f"{path} is not the text this run trained on (its sha256 differs)")
-    options = {k: recorded[k] for k in ("tokenizer", "vocab_size", "min_frequency") if k in recorded}
-    data = Corpus.from_file(path, recorded["val_fraction"], recorded["encoding"], recorded["keep_newlines"], cache, **options)
-    if data.vocab != ckpt.vocab:
-        raise ChargenError(f"{path} no longer gives the vocabulary in {folder}: the run cannot continue on it")
-    training = {k: v for k, v in ckpt.config["training"].items() if k != "precision_used"}
-    config = TrainConfig(**{**training, **limits})
-    model = ckpt.model
-    if ckpt.config.get("embeddings", {}).get("frozen"):
-        model.embedding.weight.requires_grad_(False)
-    meta = {k: ckpt.config[k] for k in ("corpus", "recipe", "embeddings") if k in ckpt.config}
-    try:
-        trainer = Trainer(model, data, config, folder, meta, TrainingDisplay(quiet=quiet))
-        trainer.restore(saved)
-        describe(trainer, path)
-        trainer.display.log(f"resuming at step {trainer.progress.step:,} ({trainer.progress.elapsed_s:.0f} s trained so far)")
-        return trainer.run()
-    finally:
-        distributed.shutdown()
+    with store.hold(folder) if distributed.is_writer_process() else contextlib.nullcontext():
+        saved = checkpoint.read_resume(folder, ckpt)
+        recorded = ckpt.config["corpus"]
+        path = Path(corpus) if corpus is not None else Path(recorded["path"])
+        if not path.is_file():
+            raise ChargenError(f"the run's corpus {path} is not here: name it with  chargen train --resume {folder} CORPUS")
+        if file_sha256(path) != recorded["sha256"]:
+            raise ChargenError(f"{path} is not the text this run trained on (its sha256 differs)")
+        options = {k: recorded[k] for k in ("tokenizer", "vocab_size", "min_frequency") if k in recorded}
+        data = Corpus.from_file(path, recorded["val_fraction"], recorded["encoding"], recorded["keep_newlines"], cache, **options)
+        if data.vocab != ckpt.vocab:
+            raise ChargenError(f"{path} no longer gives the vocabulary in {folder}: the run cannot continue on it")
+        training = {k: v for k, v in ckpt.config["training"].items() if k != "precision_used"}
+        config = TrainConfig(**{**training, **limits})
+        resolve_precision(config.precision, resolve_device(config.device))
+        model = ckpt.model
+        if ckpt.config.get("embeddings", {}).get("frozen"):
+            model.embedding.weight.requires_grad_(False)
+        meta = {k: ckpt.config[k] for k in ("corpus", "recipe", "embeddings") if k in ckpt.config}
+        try:
+            trainer = Trainer(model, data, config, folder, meta, TrainingDisplay(quiet=quiet))
+            trainer.restore(saved)
+            describe(trainer, path)
+            trainer.display.log(f"resuming at step {trainer.progress.step:,} ({trainer.progress.elapsed_s:.0f} s trained so far)")
+            return trainer.run()
+        finally:
+            distributed.shutdown()

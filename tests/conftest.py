@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 import chargen
+from chargen.model import cpu_has_native_bf16
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 
@@ -10,6 +11,10 @@ TINY_TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
 
 # Small enough to train in a second or two on a CPU.
 TINY_OPTIONS = dict(layers=1, hidden=48, embedding_dim=16, batch_size=4, seq_len=16, precision="fp32", lr=1e-2, dropout=0.0)
+
+
+# bf16 paths run only where the processor computes bf16 natively; elsewhere chargen refuses them in one line
+needs_native_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="this processor has no native bf16 (AVX-512 BF16 or AMX)")
 
 
 def shared_corpus(name: str) -> Path:

@@ -29,6 +29,7 @@ def test_train_then_sample_end_to_end(tmp_path, tiny_file, monkeypatch):
     assert three.stdout.count("the ") >= 3
 
 
+@pytest.mark.slow
 def test_python_dash_m(tmp_path):
     out = subprocess.run([sys.executable, "-m", "chargen", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "train" in out.stdout and "sample" in out.stdout
@@ -122,6 +123,7 @@ def test_predict_and_eval_bad_input(tmp_path, trained):
     bad(run("train", trained.parent / "tiny.txt", "--vocab-size", 100, "--out", tmp_path / "x"), 2, "vocab-size applies")
 
 
+@pytest.mark.slow
 def test_bench_reports_every_measure():
     result = run("bench", "--steps", 1, "--length", 8, "--streams", 2)
     assert result.exit_code == 0, result.output
@@ -131,6 +133,7 @@ def test_bench_reports_every_measure():
     bad(run("bench", "--steps", 0), 2, "steps must be at least 1")
 
 
+@pytest.mark.slow
 def test_bench_trains_the_reference_lstm_on_the_recipe_protocol(tiny_file):
     result = run("bench", "--corpus", tiny_file, "--reference", 1)
     assert result.exit_code == 0, result.output

@@ -5,6 +5,8 @@ from chargen import ChargenError, LanguageModel, ModelConfig
 from chargen.model import detach_state
 from chargen.step import Stepper
 
+from .conftest import needs_native_bf16
+
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("input", ["embedding", "onehot"])
@@ -88,6 +90,7 @@ def test_stepper_equals_the_fused_layer(options):
     torch.testing.assert_close(first, expected[:, 0], rtol=1e-5, atol=1e-5)
 
 
+@needs_native_bf16
 @pytest.mark.parametrize("streams", [1, 2])  # one stream reads float16 weights, a batch multiplies in bf16
 def test_reduced_precision_stepper_stays_close_to_the_fused_layer(streams):
     """Reduced-precision products with float32 gates and state: near the float32 figures over a long run."""

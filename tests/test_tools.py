@@ -10,9 +10,8 @@ import torch
 
 import chargen
 from chargen import corpora
-from chargen.cli import cli
 
-from .conftest import TINY_TEXT, shared_corpus
+from .conftest import TINY_OPTIONS, TINY_TEXT, shared_corpus
 from .test_cli import TINY, bad, run
 
 
@@ -42,7 +41,7 @@ def test_plot_writes_a_png(tmp_path, trained):
     assert result.exit_code == 0, result.output
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
-    bad(run("plot", tmp_path, "-o", out), 1, "has no metrics.jsonl")
+    bad(run("plot", tmp_path, "-o", out), 1, "has no evaluations in metrics.jsonl")
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, trained, monkeypatch):
@@ -107,6 +106,7 @@ def book_server(tmp_path):
     server.shutdown()
 
 
+@pytest.mark.slow
 def test_corpus_download_from_a_local_server(tmp_path, book_server, monkeypatch):
     monkeypatch.chdir(tmp_path)
     digest = hashlib.sha256(BOOK.encode()).hexdigest()
@@ -130,7 +130,7 @@ def test_train_accepts_a_known_corpus_name(tmp_path, monkeypatch):
     (tmp_path / "corpora" / "war_and_peace.txt").write_text(TINY_TEXT)
     result = run("train", "war-and-peace", *TINY, "--max-steps", 2, "--quiet")
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "checkpoints" / "war_and_peace" / "config.json").read_text())["corpus"]["path"] == "corpora/war_and_peace.txt"
+    assert json.loads((tmp_path / "checkpoints" / "war_and_peace" / "config.json").read_text())["corpus"]["path"] == str(tmp_path / "corpora" / "war_and_peace.txt")
 
 
 def test_devices_and_threads(tmp_path, tiny_file):
@@ -161,6 +161,18 @@ def test_config_files(tmp_path, tiny_file):
     bad(run("train", tiny_file, "--config", config), 2, "is not valid TOML")
 
 
+def test_cache_list_and_clear(tmp_path, tiny_file, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    chargen.train(tiny_file, tmp_path / "run", max_steps=2, quiet=True, **TINY_OPTIONS)
+    listed = json.loads(run("cache", "list", "--json").stdout)
+    assert len(listed) == 1 and listed[0]["source"] == str(tiny_file.resolve()) and listed[0]["bytes"] > 0
+    shown = run("cache", "list")
+    assert "1 entry," in shown.stderr and tiny_file.name in shown.stdout.replace("\n", "").replace("│", "").replace(" ", "")
+    cleared = run("cache", "clear")
+    assert cleared.exit_code == 0 and "removed 1 files" in cleared.stderr
+    assert json.loads(run("cache", "list", "--json").stdout) == []
+
+
 def test_json_output_for_scripts(trained):
     predicted = json.loads(run("predict", "the quick brown", "-k", 2, "-c", trained, "--json").stdout)
     assert len(predicted) == 2 and predicted[0]["probability"] >= predicted[1]["probability"]
@@ -168,7 +180,9 @@ def test_json_output_for_scripts(trained):
     assert {"bits_per_char", "perplexity", "top1", "top5", "checkpoint"} <= report.keys()
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "predict", "eval", "info", "list", "plot", "bench", "corpus stats", "corpus download"])
+@pytest.mark.parametrize(
+    "command", ["train", "sample", "predict", "eval", "info", "list", "plot", "bench", "corpus stats", "corpus download", "cache list", "cache clear"]
+)
 def test_every_command_has_help_with_examples(command):
     result = run(*command.split(), "--help")
     assert result.exit_code == 0 and "chargen " + command.split()[0] in result.stdout
