@@ -9,9 +9,11 @@ from .model import LanguageModel, ModelConfig  # noqa: E402
 from .predict import WordPrediction  # noqa: E402
 from .sample import Sampler, load  # noqa: E402
 from .tokenizer import TokenVocabulary  # noqa: E402
-from .train import TrainConfig, Trainer, TrainResult, resume, train  # noqa: E402
+from .config import CorpusOptions, TrainConfig  # noqa: E402
+from .loop import Trainer, TrainResult  # noqa: E402
+from .run import resume, train  # noqa: E402
 
 __all__ = [
     "ChargenError", "OptionError", "Corpus", "Vocabulary", "TokenVocabulary", "read_text", "LanguageModel", "ModelConfig",
-    "Sampler", "load", "WordPrediction", "Report", "evaluate", "TrainConfig", "Trainer", "TrainResult", "train", "resume",
+    "Sampler", "load", "WordPrediction", "Report", "evaluate", "CorpusOptions", "TrainConfig", "Trainer", "TrainResult", "train", "resume",
 ]

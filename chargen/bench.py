@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +15,16 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .corpus import Corpus, Vocabulary, lanes, read_text, windows
+from .config import TrainConfig
+from .corpus import Corpus, lanes, read_text, windows
 from .errors import OptionError
 from .model import LanguageModel, ModelConfig, resolve_precision
 from .progress import TrainingDisplay
 from .sample import MAX_SAMPLES, Sampler
-from .train import TrainConfig, Trainer, bits_per_token, optimizer_step
+from .state import State
+from .loop import Trainer, bits_per_token, optimizer_step
+from .runtime import Runtime
+from .vocabulary import Vocab
 
 
 @dataclass
@@ -45,7 +48,8 @@ class ReferenceLSTM(nn.Module):
         self.lstm = nn.LSTM(embedding_dim, hidden, layers, batch_first=True)
         self.head = nn.Linear(hidden, vocab_size)
 
-    def forward(self, tokens, state=None):
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """nn.LSTM's own (h, c) is already chargen's state of an LSTM."""
         output, state = self.lstm(self.embedding(tokens), state)
         return self.head(output), state
 
@@ -64,19 +68,18 @@ def timed(fn: Callable[[], int], repeats: int = 3) -> float:
 def training_speed(corpus: Corpus, steps: int, batch_size: int, seq_len: int) -> tuple[float, float]:
     """Characters per second: chargen's default training step, and the plain float32 reference of the same shape."""
     config = TrainConfig(batch_size=batch_size, seq_len=seq_len)
-    with tempfile.TemporaryDirectory() as folder:
-        model = LanguageModel(ModelConfig(vocab_size=len(corpus.vocab)))
-        trainer = Trainer(model, corpus, config, Path(folder), {}, TrainingDisplay(quiet=True))
-        batches = trainer.batches()
+    model = LanguageModel(ModelConfig(vocab_size=len(corpus.vocab)))
+    trainer = Trainer(model, corpus, config, Runtime.resolve(config.device, config.precision), TrainingDisplay(quiet=True))
+    batches = trainer.batches()
 
-        def chargen_steps() -> int:
-            state = None
-            for _ in range(steps):
-                _, _, x, y = next(batches)
-                _, state = trainer.train_step(x, y, state)
-            return steps * x.numel()
+    def chargen_steps() -> int:
+        state = None
+        for _ in range(steps):
+            _, _, x, y = next(batches)
+            _, state = trainer.train_step(x, y, state)
+        return steps * x.numel()
 
-        ours = timed(chargen_steps)
+    ours = timed(chargen_steps)
     m = model.config
     reference = ReferenceLSTM(len(corpus.vocab), m.embedding_dim, m.hidden, m.layers)
     optimizer = torch.optim.Adam(reference.parameters(), lr=config.lr)
@@ -92,7 +95,7 @@ def training_speed(corpus: Corpus, steps: int, batch_size: int, seq_len: int) ->
     return ours, timed(reference_steps)
 
 
-def sampling_speed(vocab: Vocabulary, length: int, streams: int) -> dict[str, float]:
+def sampling_speed(vocab: Vocab, length: int, streams: int) -> dict[str, float]:
     """Characters per second for one stream and for a batch of streams, the per-character nn.LSTM loop,
     and seconds from a loaded model to its first character."""
     model = LanguageModel(ModelConfig(vocab_size=len(vocab)))

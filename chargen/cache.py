@@ -21,16 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpus import Corpus, Vocabulary, file_sha256
-from .errors import ChargenError
-from .tokenizer import TokenVocabulary
+from .corpus import Corpus, file_sha256
+from .errors import ChargenError, first_line
+from .vocabulary import Vocab, from_record
 
-CACHE_FORMAT = 2  # part of every key: entries of another layout are never read (and age out)
+CACHE_FORMAT = 3  # part of every key: entries of another layout are never read (and age out)
 MAX_BYTES = 2 << 30
 MAX_ENTRIES = 32
 STALE_S = 3600  # a temporary file older than this was left by a run that was killed while saving
 ENTRY, TEMPORARY = ".npz", ".npz.tmp"
-FIELDS = {"format", "source", "vocab", "chars", "train", "val", "checksum"}
+FIELDS = {"format", "source", "vocab", "vocab_files", "chars", "train", "val", "checksum"}
 UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)  # what numpy and zipfile raise on a damaged .npz
 
 
@@ -115,15 +115,13 @@ def save(corpus: Corpus, path: Path, source: Path | None = None) -> None:
 
 
 def corpus_arrays(corpus: Corpus, source: Path | None) -> dict[str, np.ndarray]:
-    """Everything an entry holds but its checksum."""
-    if isinstance(corpus.vocab, Vocabulary):
-        vocab = {"type": "char", "chars": corpus.vocab.chars}
-    else:
-        vocab = {"type": corpus.vocab.kind, "tokenizer": corpus.vocab.to_json()}
+    """Everything an entry holds but its checksum; the vocabulary is its record, as a checkpoint keeps it, in two JSON fields."""
+    entry, files = corpus.vocab.to_record()
     return {
         "format": np.array(CACHE_FORMAT),
         "source": np.array("" if source is None else str(Path(source).absolute())),
-        "vocab": np.array(json.dumps(vocab)),
+        "vocab": np.array(json.dumps(entry)),
+        "vocab_files": np.array(json.dumps({name: data.decode() for name, data in files.items()})),
         "chars": np.array([corpus.train_chars, corpus.val_chars], dtype=np.int64),
         "train": corpus.train,
         "val": corpus.val,
@@ -153,7 +151,7 @@ def load(path: Path) -> Corpus:
     without = {name: a for name, a in arrays.items() if name != "checksum"}
     if str(sealed(without)["checksum"]) != str(arrays["checksum"]):
         raise DamagedEntry(f"the cache entry {path} is damaged: its checksum differs")
-    vocab = _vocabulary(path, arrays["vocab"])
+    vocab = _vocabulary(path, arrays["vocab"], arrays["vocab_files"])
     chars = arrays["chars"]
     if chars.shape != (2,) or chars.dtype != np.int64:
         raise DamagedEntry(f"the cache entry {path} records its character counts as {chars.dtype}{list(chars.shape)}, not int64[2]")
@@ -162,17 +160,27 @@ def load(path: Path) -> Corpus:
     return Corpus(vocab, arrays["train"], arrays["val"], *chars.tolist())
 
 
-def _vocabulary(path: Path, entry: np.ndarray) -> Vocabulary | TokenVocabulary:
+def _vocabulary(path: Path, entry: np.ndarray, files: np.ndarray) -> Vocab:
+    """The vocabulary of the entry's record, checked by from_record as a checkpoint's is."""
+    damaged = f"the cache entry {path} holds no vocabulary it can rebuild"
     try:
-        vocab = json.loads(str(entry))
-        if vocab["type"] == "char":
-            return Vocabulary(vocab["chars"])
-        return TokenVocabulary.from_json(vocab["type"], vocab["tokenizer"])
-    except Exception as e:  # tokenizers raises a bare Exception for a tokenizer it cannot read
-        raise DamagedEntry(f"the cache entry {path} holds no vocabulary it can rebuild ({type(e).__name__})") from None
+        record, texts = json.loads(str(entry)), json.loads(str(files))
+    except (ValueError, RecursionError) as e:
+        raise DamagedEntry(f"{damaged} (its record is not JSON: {first_line(e)})") from None
+
+    def read_file(name: str) -> str:
+        text = texts.get(name) if isinstance(texts, dict) else None
+        if not isinstance(text, str):
+            raise ChargenError(f"its record lacks {name}")
+        return text
+
+    try:
+        return from_record(record, read_file, where="its record", shown=lambda name: f"its {name}")
+    except ChargenError as e:
+        raise DamagedEntry(f"{damaged} ({e})") from None
 
 
-def _check_ids(path: Path, name: str, ids: np.ndarray, chars: int, vocab: Vocabulary | TokenVocabulary) -> None:
+def _check_ids(path: Path, name: str, ids: np.ndarray, chars: int, vocab: Vocab) -> None:
     """ids are the vocabulary's type, as many as the characters they encode allow, and all in the vocabulary."""
     damaged = f"the cache entry {path} is damaged: its {name} ids"
     if ids.ndim != 1 or ids.dtype != vocab.dtype:

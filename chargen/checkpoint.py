@@ -18,17 +18,19 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 
-from .corpus import Vocabulary
-from .tokenizer import TokenVocabulary
+from . import state as states
 from .errors import ChargenError, OptionError, check_types, first_line
 from .folder import current
-from .model import LanguageModel, ModelConfig, State, available_memory, check_fits_in_memory
+from .model import LanguageModel, ModelConfig, available_memory, check_fits_in_memory
+from .record import RunRecord
+from .state import State
+from .tokenizer import TOKENIZER_FILE
+from .vocabulary import Vocab, from_record
 
-FORMAT_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"  # the best weights by validation: what sampling uses
 RESUME = "resume.safetensors"  # the run as it stood at the last save: what resuming uses
-TOKENIZER = "tokenizer.json"  # word and BPE vocabularies; a character vocabulary lives in config.json
+TOKENIZER = TOKENIZER_FILE  # word and BPE vocabularies; a character vocabulary lives in config.json
 METRICS = "metrics.jsonl"
 DEFAULT_ROOT = Path("checkpoints")
 
@@ -39,6 +41,24 @@ def weights_bytes(model: torch.nn.Module) -> bytes:
     return save_safetensors(tensors)
 
 
+@dataclass
+class Progress:
+    """Where a run stands, besides its tensors: saved with them, so a resumed run continues exactly."""
+
+    step: int = 0
+    tokens: int = 0
+    epoch: int = 0
+    window: int = 0  # the next window of the epoch to train on
+    elapsed_s: float = 0.0  # wall-clock time of the run so far, earlier sessions included
+    best_val: float | None = None
+    last_val: float | None = None
+    evals_since_best: int = 0
+    validation_s: float = 0.0  # of elapsed_s, the time spent on validation passes
+    last_validation_s: float = 0.0
+    bits_since_eval: float = 0.0  # for the training bpc reported at the next evaluation
+    chars_since_eval: float = 0.0
+
+
 def resume_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lanes: State | None, progress: dict) -> bytes:
     """Everything a run needs to continue exactly, as one safetensors file with JSON metadata."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -47,7 +67,7 @@ def resume_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lanes
         for name, value in entries.items():
             tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value)
     if lanes is not None:
-        for i, part in enumerate(lanes if isinstance(lanes, tuple) else (lanes,)):
+        for i, part in enumerate(lanes):
             tensors[f"lanes.{i}"] = part
     tensors["rng"] = torch.get_rng_state()
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
@@ -201,7 +221,7 @@ def resume_spec(ckpt: Checkpoint, optimized: list[tuple[int, ...]]) -> tuple[Spe
         names = {f"optimizer.{index}.{name}": (() if name == "step" else shape, ("F32",)) for name in ("step", "exp_avg", "exp_avg_sq")}
         spec.update(names)
         together.append(list(names))
-    parts = [f"lanes.{i}" for i in range(2 if config.cell == "lstm" else 1)]  # an LSTM's state is (h, c)
+    parts = [f"lanes.{i}" for i in range(states.parts(config.cell))]
     spec.update({k: ((config.layers, lanes, config.hidden), ("F32", "BF16")) for k in parts})  # in the precision the run computes
     together.append(parts)
     spec["rng"] = (tuple(torch.get_rng_state().shape), ("U8",))
@@ -210,17 +230,12 @@ def resume_spec(ckpt: Checkpoint, optimized: list[tuple[int, ...]]) -> tuple[Spe
 
 def training_lanes(ckpt: Checkpoint) -> int:
     """The lanes the run trains (config.json's training batch_size): the lanes' saved state has one row each."""
-    training = ckpt.config.get("training")
-    lanes = training.get("batch_size") if isinstance(training, dict) else None
-    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
-        raise ChargenError(f"{ckpt.folder / CONFIG}: the training batch_size must be a whole number of lanes, not {lanes!r}")
-    return lanes
+    return ckpt.record.training.batch_size
 
 
 def optimized_shapes(ckpt: Checkpoint) -> list[tuple[int, ...]]:
     """The shapes of the parameters AdamW updates, in its order (train.make_optimizer): all but a frozen embedding."""
-    embeddings = ckpt.config.get("embeddings")
-    frozen = isinstance(embeddings, dict) and bool(embeddings.get("frozen"))
+    frozen = ckpt.record.frozen_embeddings
     parameters = ckpt.model.named_parameters()
     return [tuple(p.shape) for name, p in parameters if not (frozen and name == "embedding.weight")]
 
@@ -235,9 +250,7 @@ def read_metadata(shown: Path, metadata: dict[str, str], key: str) -> object:
 
 
 def check_progress(shown: Path, progress: object) -> dict:
-    """The run's position, each entry one of train.Progress, of its type, zero or more."""
-    from .train import Progress  # train imports this module
-
+    """The run's position, each entry one of Progress, of its type, zero or more."""
     if not isinstance(progress, dict):
         raise ChargenError(f"{shown}: progress must be a JSON object, not {type(progress).__name__}")
     names = {f.name for f in fields(Progress)}
@@ -306,38 +319,13 @@ def read_resume(folder: Path, ckpt: Checkpoint | None = None) -> ResumeState:
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     lanes = [tensors[f"lanes.{i}"] for i in range(2) if f"lanes.{i}" in tensors]
-    lane_state = None if not lanes else tuple(lanes) if len(lanes) == 2 else lanes[0]
+    lane_state = tuple(lanes) if lanes else None
     return ResumeState(model, {"state": state, "param_groups": groups}, lane_state, tensors["rng"], progress)
 
 
-def read_vocabulary(folder: Path, entry: object) -> Vocabulary | TokenVocabulary:
-    """The vocabulary config.json describes: characters listed in it, or chargen's own tokenizer.json beside it."""
-    shown = folder / CONFIG
-    kind = entry.get("type") if isinstance(entry, dict) else None
-    if kind not in ("char", "word", "bpe"):
-        raise ChargenError(f"{shown} lacks a valid vocabulary entry (its type must be char, word or bpe, not {kind!r})")
-    if kind == "char":
-        try:
-            return Vocabulary(check_chars(shown, entry.get("chars")))
-        except ChargenError as e:
-            raise ChargenError(f"{shown}: {e}") from None
-    if entry.get("file") != TOKENIZER:
-        raise ChargenError(f"{shown}: a {kind} vocabulary is the {TOKENIZER} beside it, not {entry.get('file')!r}")
-    text = read_text(folder, TOKENIZER, MAX_TOKENIZER_BYTES)
-    try:
-        return TokenVocabulary.from_json(kind, text)
-    except ChargenError as e:
-        raise ChargenError(f"{folder / TOKENIZER} is not a readable tokenizer ({e})") from None
-
-
-def check_chars(shown: Path, chars: object) -> list[str]:
-    """A character vocabulary lists Unicode scalar values, one each: a lone surrogate could never be written out."""
-    if not isinstance(chars, list):
-        raise ChargenError(f"{shown}: the vocabulary's chars must be a list of characters")
-    for char in chars:
-        if not (isinstance(char, str) and len(char) == 1 and not 0xD800 <= ord(char) <= 0xDFFF):
-            raise ChargenError(f"{shown}: the vocabulary holds {char!r}, which is not one Unicode character")
-    return chars
+def read_vocabulary(folder: Path, entry: object) -> Vocab:
+    """The vocabulary config.json describes; the files it names are read beside it only as member() allows."""
+    return from_record(entry, lambda name: read_text(folder, name, MAX_TOKENIZER_BYTES), where=str(folder / CONFIG), shown=lambda name: str(folder / name))
 
 
 def is_checkpoint(folder: str | Path) -> bool:
@@ -362,7 +350,7 @@ def folders(root: str | Path = DEFAULT_ROOT) -> list[Path]:
 def incomplete(folder: Path) -> str | None:
     """Why folder is no checkpoint to sample from (an unreadable config.json, no weights), or None when it is one."""
     try:
-        read_config(folder)
+        read_record(folder)
         member(folder, WEIGHTS, sys.maxsize)
     except ChargenError as e:
         return str(e)
@@ -387,12 +375,13 @@ class Checkpoint:
     """What a checkpoint folder holds, read back: enough to sample, evaluate or resume."""
 
     folder: Path
-    config: dict
+    record: RunRecord
     model: LanguageModel
-    vocab: Vocabulary | TokenVocabulary
+    vocab: Vocab
 
 
-def read_config(folder: Path) -> dict:
+def read_record(folder: Path) -> RunRecord:
+    """The folder's config.json, read with the bounds every checkpoint file has and checked entry by entry (record.py)."""
     path = folder / CONFIG
     if not folder.exists():
         raise ChargenError(f"{folder}: no such checkpoint folder")
@@ -400,31 +389,10 @@ def read_config(folder: Path) -> dict:
         raise ChargenError(f"{folder} is a file; a checkpoint is a folder holding {CONFIG} and {WEIGHTS}")
     text = read_text(folder, CONFIG, MAX_CONFIG_BYTES, missing=f"{folder} holds no checkpoint ({CONFIG} is missing)")
     try:
-        config = json.loads(text)
+        data = json.loads(text)
     except (ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
         raise ChargenError(f"{path} is not a readable JSON config ({first_line(e)})") from None
-    version = config.get("format_version") if isinstance(config, dict) else None
-    if version != FORMAT_VERSION:
-        raise ChargenError(f"{path}: unknown checkpoint format version {version!r} (this chargen reads {FORMAT_VERSION})")
-    return config
-
-
-def model_options(config: dict) -> dict:
-    """The ModelConfig fields of a config.json; configs written before skip connections lack the key, and their models had none."""
-    model = config.get("model", {})
-    if not isinstance(model, dict):
-        raise ChargenError(f"the model entry of {CONFIG} must be a table of its sizes, not {type(model).__name__}")
-    return {"skip_connections": False, **model}
-
-
-def read_model_config(folder: Path, config: dict) -> ModelConfig:
-    """The model config.json describes, its sizes type-checked and bounded (ModelConfig) before anything is built."""
-    try:
-        return ModelConfig(**model_options(config))
-    except ChargenError as e:  # an OptionError too: a config no chargen would write, not a bad option
-        raise ChargenError(f"{folder / CONFIG}: {e}") from None
-    except TypeError as e:
-        raise ChargenError(f"{folder / CONFIG} lacks a valid model entry ({e})") from None
+    return RunRecord.from_json(data, path)
 
 
 def load(folder: str | Path, weights: str = WEIGHTS) -> Checkpoint:
@@ -433,23 +401,16 @@ def load(folder: str | Path, weights: str = WEIGHTS) -> Checkpoint:
     The config's sizes are bounded and the weights' header matches them before a model is built or a tensor read.
     """
     folder = Path(folder)
-    config = read_config(folder)
-    model_config = read_model_config(folder, config)
-    vocab = read_vocabulary(folder, config.get("vocabulary"))
+    record = read_record(folder)
+    model_config = record.model
+    vocab = read_vocabulary(folder, record.vocabulary)
     if model_config.vocab_size != len(vocab):
         raise ChargenError(f"{folder / CONFIG}: the vocabulary has {len(vocab)} tokens but the model {model_config.vocab_size}")
     model = model_for(folder, weights, model_config)
     state, _ = read_tensors(folder, weights, weight_spec(model))
     model.load_state_dict(state)
     model.eval()
-    return Checkpoint(folder, config, model, vocab)
-
-
-def vocabulary_files(vocab: Vocabulary | TokenVocabulary) -> tuple[dict, dict[str, bytes]]:
-    """The entry config.json gives the vocabulary, and the files that go with it (a tokenizer.json for words and BPE)."""
-    if isinstance(vocab, Vocabulary):
-        return {"type": "char", "chars": vocab.chars}, {}
-    return {"type": vocab.kind, "file": TOKENIZER}, {TOKENIZER: vocab.to_json().encode()}
+    return Checkpoint(folder, record, model, vocab)
 
 
 def metrics_bytes(records: list[dict]) -> bytes:

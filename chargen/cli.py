@@ -14,7 +14,8 @@ from .corpora import KNOWN as KNOWN_CORPORA
 from .errors import ChargenError, OptionError
 from .model import CELLS, DEVICES, INPUTS, NONLINEARITIES, PRECISIONS, ModelConfig
 from .sample import Likeliest, Sampler, check_options, check_text, load
-from .train import EVAL_EVERY, SCHEDULES, VALIDATION_SHARE, TrainConfig
+from .config import SCHEDULES, TrainConfig
+from .loop import EVAL_EVERY, VALIDATION_SHARE
 
 
 class Group(click.Group):
@@ -152,8 +153,8 @@ def train(ctx: click.Context, corpus: Path | None, resume: Path | None, **option
       chargen train war_and_peace.txt --tokenizer word --tie-weights --out checkpoints/wp-words
       chargen train --resume checkpoints/war_and_peace --max-time 3600
     """
-    from .train import resume as resume_training
-    from .train import train as run_training
+    from .run import resume as resume_training
+    from .run import train as run_training
 
     if resume is not None:
         given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}

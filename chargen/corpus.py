@@ -1,4 +1,4 @@
-"""Reading a text, encoding its characters, and cutting it into lanes for truncated BPTT."""
+"""Reading a text file, encoding it with a vocabulary of characters, words or subwords, and cutting it into lanes for truncated BPTT."""
 from __future__ import annotations
 
 import codecs
@@ -6,7 +6,7 @@ import hashlib
 import os
 import stat
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .errors import ChargenError, OptionError
-from .tokenizer import DEFAULT_VOCAB_SIZE, TokenVocabulary, check_vocab_options, compact_dtype
+from .vocabulary import Vocab, Vocabulary, build_vocabulary  # noqa: F401 (Vocabulary: chargen.corpus.Vocabulary stays)
 
 BOM = "\ufeff"
 HEAD = 1 << 16  # bytes read first: binary content shows there, before a large file (or /dev/zero) is read whole
@@ -160,19 +160,6 @@ def _ascii_compatible(encoding: str) -> bool:
         return False
 
 
-def _codepoints(text: str) -> np.ndarray:
-    """The text as an array of Unicode code points, without a Python loop per character."""
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-
-
-CHUNK = 1 << 22  # characters converted at a time: large texts never exist as one array of code points
-
-
-def _codepoint_chunks(text: str) -> Iterator[np.ndarray]:
-    for start in range(0, len(text), CHUNK):
-        yield _codepoints(text[start : start + CHUNK])
-
-
 def file_sha256(path: str | Path) -> str:
     """The sha256 of a regular file's bytes (anything else is refused, as read_text refuses it)."""
     digest = hashlib.sha256()
@@ -180,84 +167,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-class Vocabulary:
-    """The characters a model knows, in a fixed order: id i stands for chars[i]."""
-
-    kind = "char"
-
-    def __init__(self, chars: Sequence[str]):
-        if not chars or len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
-            raise ChargenError("a vocabulary must be a non-empty list of distinct single characters")
-        self.chars = list(chars)
-        codes = _codepoints("".join(self.chars)).astype(np.int64)
-        self._lookup = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
-        self._lookup[codes] = np.arange(len(codes))
-        self._chars_array = np.array(self.chars)
-
-    @classmethod
-    def from_text(cls, text: str) -> Vocabulary:
-        """Every character that occurs in the text, sorted by code point."""
-        counts = np.zeros(0, dtype=np.int64)
-        for codes in _codepoint_chunks(text):
-            chunk = np.bincount(codes)
-            if len(chunk) > len(counts):
-                counts = np.pad(counts, (0, len(chunk) - len(counts)))
-            counts[: len(chunk)] += chunk
-        return cls([chr(c) for c in np.flatnonzero(counts)])
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and self.chars == other.chars
-
-    @property
-    def dtype(self) -> np.dtype:
-        return compact_dtype(len(self))
-
-    @property
-    def token_texts(self) -> list[str]:
-        return self.chars
-
-    def stream_decoder(self) -> Callable[[int], str]:
-        return lambda i: self.chars[int(i)]
-
-    def unknown(self, text: str) -> list[str]:
-        """The distinct characters of text that are not in the vocabulary, in order of appearance."""
-        codes = _codepoints(text)
-        outside = codes >= len(self._lookup)
-        missing = outside.copy()
-        missing[~outside] = self._lookup[codes[~outside]] < 0
-        return list(dict.fromkeys(chr(c) for c in codes[missing]))
-
-    def encode(self, text: str, what: str = "text") -> np.ndarray:
-        """The text as a compact array of ids; unknown characters raise a ChargenError naming them."""
-        ids = np.empty(len(text), dtype=self.dtype)
-        for start, codes in zip(range(0, len(text), CHUNK), _codepoint_chunks(text)):
-            known = codes < len(self._lookup)
-            looked = self._lookup[np.where(known, codes, 0)]
-            if not known.all() or (looked < 0).any():
-                unknown = self.unknown(text)
-                shown = ", ".join(repr(c) for c in unknown[:10])
-                more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-                raise ChargenError(f"the {what} has characters the model never saw: {shown}{more}")
-            ids[start : start + len(codes)] = looked
-        return ids
-
-    def decode(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> str:
-        if isinstance(ids, torch.Tensor):
-            ids = ids.cpu().numpy()
-        return "".join(self._chars_array[np.asarray(ids, dtype=np.int64)])
-
-
-def build_vocabulary(text: str, tokenizer: str = "char", vocab_size: int | None = None, min_frequency: int = 2) -> Vocabulary | TokenVocabulary:
-    """A character vocabulary, or a word or BPE vocabulary trained on the text by `tokenizers`."""
-    check_vocab_options(tokenizer, vocab_size, min_frequency)
-    if tokenizer == "char":
-        return Vocabulary.from_text(text)
-    return TokenVocabulary.train(tokenizer, text, vocab_size or DEFAULT_VOCAB_SIZE[tokenizer], min_frequency)
 
 
 @dataclass
@@ -268,7 +177,7 @@ class Corpus:
     character counts turn bits per token into bits per character.
     """
 
-    vocab: Vocabulary | TokenVocabulary
+    vocab: Vocab
     train: np.ndarray
     val: np.ndarray
     train_chars: int

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from . import state as states
 from .errors import OptionError
-from .model import State
+from .state import State
 
 
 @dataclass(frozen=True)
@@ -58,20 +59,17 @@ class Group:
         """Every rank's lanes' hidden state, in lane order: what a checkpoint keeps, whatever the number of ranks."""
         if self.world == 1 or state is None:
             return state
-        parts = state if isinstance(state, tuple) else (state,)
-        gathered = []
-        for part in parts:
-            pieces = [torch.empty_like(part) for _ in range(self.world)]
-            dist.all_gather(pieces, part.contiguous())
-            gathered.append(torch.cat(pieces, dim=1))
-        return tuple(gathered) if isinstance(state, tuple) else gathered[0]
+        return tuple(self.gather_streams(part) for part in state)
+
+    def gather_streams(self, part: torch.Tensor) -> torch.Tensor:
+        """One tensor of every rank, joined along the streams (dimension 1) in rank order."""
+        pieces = [torch.empty_like(part) for _ in range(self.world)]
+        dist.all_gather(pieces, part.contiguous())
+        return torch.cat(pieces, dim=1)
 
     def lanes_of(self, state: State | None, batch_size: int) -> State | None:
         """This rank's share of a saved state of all lanes."""
-        if state is None:
-            return None
-        share = self.share(batch_size)
-        return tuple(s[:, share] for s in state) if isinstance(state, tuple) else state[:, share]
+        return None if state is None else states.streams(state, self.share(batch_size))
 
 
 def setup(device: torch.device) -> Group:

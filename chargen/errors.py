@@ -19,7 +19,7 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "a table", list: "a list"}
 
 
 def _holds(value: object, kind: type) -> bool:
@@ -41,3 +41,12 @@ def check_types(options: object) -> None:
             continue
         wanted = " or ".join(KINDS.get(k, k.__name__) for k in kinds if k is not type(None))
         raise OptionError(f"{field.name.replace('_', '-')} must be {wanted}, not {value!r}")
+
+
+SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (it wraps a negative one round)
+
+
+def check_seed(seed: int | None) -> None:
+    """A seed torch's generators take whole: a larger or negative one is refused, not wrapped round."""
+    if seed is not None and not 0 <= seed < SEED_LIMIT:
+        raise OptionError(f"seed must be a whole number from 0 to {SEED_LIMIT - 1}, not {seed}")

@@ -22,32 +22,30 @@ def summary(folder: str | Path) -> dict:
 
 
 def figures(ckpt: checkpoint.Checkpoint) -> dict:
-    config, folder = ckpt.config, ckpt.folder
-    model, corpus, progress, training = config["model"], config["corpus"], config["progress"], config["training"]
-    vocabulary = config["vocabulary"]
-    tokens = ckpt.vocab.token_texts
+    record, folder, model = ckpt.record, ckpt.folder, ckpt.record.model
+    progress, kind, tokens = record.progress, record.vocabulary["type"], ckpt.vocab.token_texts
     return {
         "folder": str(folder),
         "written": datetime.fromtimestamp(checkpoint.written(folder)).isoformat(timespec="seconds"),
-        "architecture": f"{model['layers']}×{model['hidden']} {model['cell']}"
-        + (f", embedding {model['embedding_dim']}" if model["input"] == "embedding" else ", one-hot")
-        + (", tied" if model.get("tie_weights") else "")
+        "architecture": f"{model.layers}×{model.hidden} {model.cell}"
+        + (f", embedding {model.embedding_dim}" if model.input == "embedding" else ", one-hot")
+        + (", tied" if model.tie_weights else "")
         + (", skip connections" if ckpt.model.skip else "")
-        + (f", dropout {model['dropout']:g}" if model.get("dropout") else ""),
-        "chosen_by": f"the default recipe: {config['recipe']['why']}" if "recipe" in config else "the options given",
+        + (f", dropout {model.dropout:g}" if model.dropout else ""),
+        "chosen_by": f"the default recipe: {record.recipe['why']}" if record.recipe else "the options given",
         "parameters": ckpt.model.num_parameters(),
-        "tokenizer": vocabulary["type"],
+        "tokenizer": kind,
         "vocabulary_size": len(tokens),
-        "vocabulary_preview": repr("".join(tokens[:60])) if vocabulary["type"] == "char" else " ".join(map(repr, tokens[:12])),
-        "corpus": corpus["path"],
-        "corpus_sha256": corpus["sha256"],
+        "vocabulary_preview": repr("".join(tokens[:60])) if kind == "char" else " ".join(map(repr, tokens[:12])),
+        "corpus": record.corpus.path,
+        "corpus_sha256": record.corpus.sha256,
         "steps": progress["step"],
         "characters_seen": progress["chars"],
         "best_val_bpc": progress["best_val_bpc"],
         "last_val_bpc": progress["last_val_bpc"],
         "training_time_s": progress["elapsed_s"],
-        "precision": training.get("precision_used", training.get("precision")),
-        "chargen_version": config.get("chargen_version"),
+        "precision": record.precision_used,
+        "chargen_version": record.chargen_version,
     }
 
 

@@ -10,10 +10,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import state as states
 from .errors import OptionError, check_types
+from .state import State
 
-# An LSTM's state is a pair (h, c); a GRU's or an RNN's is a single tensor.
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+detach_state = states.detach  # the old name, kept only while train.py imports it from here (issue 20): then delete
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 INPUTS = ("embedding", "onehot")
@@ -148,18 +149,23 @@ class LanguageModel(nn.Module):
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits (batch, time, vocab) for every position, and the state after the last one."""
         inputs = self.encode_inputs(tokens)
-        output, state = self.run_layers(inputs, state) if self.skip else self.rnn(inputs, state)
+        output, state = self.run_layers(inputs, state) if self.skip else self.recur(self.rnn, inputs, state)
         return self.head(self.project(self.drop(output))), state
+
+    def recur(self, module: nn.RNNBase, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """A PyTorch recurrent module on x: the one place a state is converted, as nn.LSTM takes (h, c) and nn.GRU or nn.RNN h alone."""
+        lstm = self.config.cell == "lstm"
+        output, native = module(x, state if state is None or lstm else state[0])
+        return output, (native if lstm else (native,))
 
     def run_layers(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """The layers one by one: every layer's outputs side by side, and the state laid out as a stacked module's."""
-        outputs, states = [], []
-        for i, layer in enumerate(self.rnn):
-            x, layer_state = layer(self.drop(x) if i else x, None if state is None else layer_slice(state, i))
+        outputs, per_layer = [], []
+        for i, module in enumerate(self.rnn):
+            x, layer_state = self.recur(module, self.drop(x) if i else x, None if state is None else states.layer(state, i))
             outputs.append(x)
-            states.append(layer_state)
-        stacked = (torch.cat([h for h, _ in states]), torch.cat([c for _, c in states])) if isinstance(states[0], tuple) else torch.cat(states)
-        return torch.cat(outputs, dim=-1), stacked
+            per_layer.append(layer_state)
+        return torch.cat(outputs, dim=-1), states.cat(per_layer, dim=0)
 
     def layer_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(input weights, recurrent weights, input bias, recurrent bias) of one layer, in PyTorch's gate order."""
@@ -168,22 +174,6 @@ class LanguageModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def layer_slice(state: State, layer: int) -> State:
-    """One layer's part of a stacked state, as a one-layer module takes it."""
-    if isinstance(state, tuple):
-        return tuple(s[layer : layer + 1] for s in state)
-    return state[layer : layer + 1]
-
-
-def detach_state(state: State | None) -> State | None:
-    """Keep the values of the hidden state but cut its history: truncated backpropagation through time."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .corpus import Vocabulary
-from .model import State
+from . import state as states
+from .vocabulary import Vocab
+from .state import State
 from .step import Stepper
-from .tokenizer import TokenVocabulary
 
 MAX_EXPANSIONS = 4096  # prefixes the search may expand before it gives up on finding more words
 BATCH = 32  # prefixes expanded in one batched model step
@@ -63,7 +63,7 @@ class TokenClasses:
     boundary: torch.Tensor  # empty or starting with a non-letter: ends a word
 
     @classmethod
-    def of(cls, vocab: Vocabulary | TokenVocabulary) -> TokenClasses:
+    def of(cls, vocab: Vocab) -> TokenClasses:
         texts = vocab.token_texts
         letters = [bool(t) and all(map(is_word_char, t)) for t in texts]
         spaced = [len(t) > 1 and t[0] == " " and all(map(is_word_char, t[1:])) for t in texts]
@@ -102,22 +102,10 @@ class _Children:
         return prefix
 
 
-def _select(state: State, i: int) -> State:
-    if isinstance(state, tuple):
-        return tuple(s[:, i : i + 1] for s in state)
-    return state[:, i : i + 1]
-
-
-def _stack(states: list[State]) -> State:
-    if isinstance(states[0], tuple):
-        return tuple(torch.cat(parts, dim=1) for parts in zip(*states))
-    return torch.cat(states, dim=1)
-
-
 class WordSearch:
     """Best-first search for the k most probable next words of one model and vocabulary."""
 
-    def __init__(self, stepper: Stepper, vocab: Vocabulary | TokenVocabulary, max_expansions: int = MAX_EXPANSIONS):
+    def __init__(self, stepper: Stepper, vocab: Vocab, max_expansions: int = MAX_EXPANSIONS):
         self.stepper, self.vocab, self.max_expansions = stepper, vocab, max_expansions
         self.classes = TokenClasses.of(vocab)
         self.starting = (self.classes.space | self.classes.spaced).nonzero().squeeze(1)
@@ -126,7 +114,7 @@ class WordSearch:
 
     def canonical(self, text: str, ids: tuple[int, ...]) -> bool:
         """Only the tokenizer's own spelling of a word counts: "Ġso" + "me" is not how " some" is written."""
-        return isinstance(self.vocab, Vocabulary) or tuple(self.vocab.encode(text).tolist()) == ids
+        return self.vocab.kind == "char" or tuple(self.vocab.encode(text).tolist()) == ids
 
     def allowed(self, text: str, lead: str) -> torch.Tensor:
         """The ids that may come next: after a non-space a word starts with its space, then letters continue it."""
@@ -186,9 +174,9 @@ class WordSearch:
                 continue
             expansions += len(batch)
             tokens = torch.tensor([p.ids[-1] for p in batch])
-            out, states = self.stepper.step(tokens, _stack([p.state for p in batch]))
+            out, after = self.stepper.step(tokens, states.cat([p.state for p in batch], dim=1))
             logprobs = out.float().log_softmax(-1)
             ends = logprobs[:, self.ending].logsumexp(1).tolist()
             for j, prefix in enumerate(batch):
-                push_children(prefix, logprobs[j], ends[j], _select(states, j))
+                push_children(prefix, logprobs[j], ends[j], states.streams(after, j))
         return found

@@ -27,7 +27,7 @@ The constants come from the measurements in docs/recipe.md.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 WIDTHS = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
 TOKENS_PER_WEIGHT = 1.0
@@ -40,6 +40,29 @@ MAX_DROPOUT = 0.5
 LANES = 16
 REPEAT_LANES = 32
 REPEAT_PASSES = 4.0
+
+
+@dataclass
+class Choices:
+    """The options the recipe chooses for a run unless they are given: None leaves one to it."""
+
+    hidden: int | None = None
+    dropout: float | None = None
+    lr: float | None = None
+    batch_size: int | None = None  # lanes
+    skip_connections: bool | None = None
+
+    @classmethod
+    def take(cls, options: dict) -> Choices:
+        """Those of the options that the recipe would choose, taken out of options."""
+        return cls(**{f.name: options.pop(f.name, None) for f in fields(cls)})
+
+    def given(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @property
+    def complete(self) -> bool:
+        return None not in asdict(self).values()
 
 
 @dataclass

@@ -12,17 +12,17 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .corpus import Vocabulary
-from .errors import ChargenError, OptionError, check_types
-from .model import PRECISIONS, LanguageModel, State
+from . import state as states
+from .vocabulary import Vocab
+from .errors import ChargenError, OptionError, check_seed, check_types
+from .model import PRECISIONS, LanguageModel
 from .predict import WordPrediction, WordSearch, split_context
+from .state import State
 from .step import Stepper
-from .tokenizer import TokenVocabulary
 
 
 MAX_SAMPLES = 1024  # streams in one batch: each holds its state and its text until the batch ends
 MAX_HELD = 10_000_000  # characters a batch of samples may hold; one sample streams and holds none
-SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (it wraps a negative one round)
 MAX_HELD_BACK = 8  # tokens a BPE decoder may hold back for a character to complete (UTF-8 needs at most 4 bytes)
 
 
@@ -64,12 +64,6 @@ def _finite(x: float) -> bool:
         return math.isfinite(x)
     except OverflowError:
         return False
-
-
-def check_seed(seed: int | None) -> None:
-    """A seed torch's generators take whole: a larger or negative one is refused, not wrapped round."""
-    if seed is not None and not 0 <= seed < SEED_LIMIT:
-        raise OptionError(f"seed must be a whole number from 0 to {SEED_LIMIT - 1}, not {seed}")
 
 
 def check_options(
@@ -130,9 +124,9 @@ def scale(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return scaled
 
 
-def text_decoder(vocab: Vocabulary | TokenVocabulary) -> Callable[[int], str]:
+def text_decoder(vocab: Vocab) -> Callable[[int], str]:
     """Each id's new text as soon as it is whole; bytes held back longer than any character needs come out as U+FFFD."""
-    if isinstance(vocab, Vocabulary):
+    if vocab.kind == "char":
         return vocab.stream_decoder()
     decode, held = vocab.stream_decoder(), []
 
@@ -152,17 +146,10 @@ def text_decoder(vocab: Vocabulary | TokenVocabulary) -> Callable[[int], str]:
     return step
 
 
-def repeat_state(state: State, n: int) -> State:
-    """The state of one stream copied to n streams (the batch is dimension 1)."""
-    if isinstance(state, tuple):
-        return tuple(s.repeat(1, n, 1) for s in state)
-    return state.repeat(1, n, 1)
-
-
 class Sampler:
     """A trained model and its vocabulary: writes text in the style of its corpus and predicts what comes next."""
 
-    def __init__(self, model: LanguageModel, vocab: Vocabulary | TokenVocabulary, folder: Path | None = None, precision: str = "auto"):
+    def __init__(self, model: LanguageModel, vocab: Vocab, folder: Path | None = None, precision: str = "auto"):
         self.model = model.eval()
         self.vocab = vocab
         self.folder = folder
@@ -205,7 +192,7 @@ class Sampler:
     def _steps(self, prompt_ids: torch.Tensor, options: SamplingOptions, generator: torch.Generator) -> Iterator[torch.Tensor]:
         """The prompt runs through the fused layers in one call; then one small step per new token, for as long as asked."""
         logits, state = self.model(prompt_ids[None])
-        logits, state = logits[:, -1].expand(options.num_samples, -1), repeat_state(state, options.num_samples)
+        logits, state = logits[:, -1].expand(options.num_samples, -1), states.repeat(state, options.num_samples)
         while True:
             ids = pick(logits, options.temperature, options.top_k, options.top_p, generator)
             yield ids

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .checkpoint import model_options
+from .record import RunRecord
 from .errors import ChargenError
 
 if sys.version_info >= (3, 11):
@@ -14,17 +14,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def from_checkpoint_config(config: dict) -> dict:
+def from_checkpoint_config(config: dict, path: Path = Path("config.json")) -> dict:
     """The options a run was started with, from its config.json: rerunning them retrains the same model."""
-    corpus = config.get("corpus", {})
-    options = {k: v for k, v in model_options(config).items() if k != "vocab_size"}
-    options.update({k: v for k, v in config.get("training", {}).items() if k != "precision_used"})
-    options.update({k: corpus[k] for k in ("val_fraction", "encoding", "keep_newlines", "tokenizer", "vocab_size", "min_frequency") if k in corpus})
-    if "path" in corpus:
-        options["corpus"] = corpus["path"]
-    if "embeddings" in config:
-        options["embeddings"], options["freeze_embeddings"] = config["embeddings"]["path"], config["embeddings"]["frozen"]
-    return options
+    return RunRecord.from_json(config, path).train_options()
 
 
 def read_options(path: str | Path, known: set[str]) -> dict:
@@ -37,7 +29,7 @@ def read_options(path: str | Path, known: set[str]) -> dict:
     try:
         if path.suffix == ".json":
             loaded = json.loads(raw)
-            options = from_checkpoint_config(loaded) if isinstance(loaded, dict) and "format_version" in loaded else loaded
+            options = from_checkpoint_config(loaded, path) if isinstance(loaded, dict) and "format_version" in loaded else loaded
         else:
             options = tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:

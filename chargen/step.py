@@ -16,7 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .model import LanguageModel, State, resolve_precision
+from . import state as states
+from .model import LanguageModel, resolve_precision
+from .state import State
 
 TABLE_LIMIT = 4096  # largest vocabulary whose first-layer input products are precomputed
 
@@ -58,13 +60,12 @@ class Stepper:
         batch, hidden = ids.size(0), self.model.config.hidden
         weights = self.weights[self.dtypes[0] if batch == 1 else self.dtypes[-1]]
         if state is None:
-            zeros = torch.zeros(len(weights), batch, hidden)
-            state = (zeros, zeros) if self.cell == "lstm" else zeros
+            state = states.zeros(self.cell, len(weights), batch, hidden)
         x = None if self.table is not None else self.model.encode_inputs(ids[:, None])[:, 0]
         hs, cs = [], []
         for layer, ((w_ih, w_hh), (b_ih, b_hh)) in enumerate(zip(weights, self.biases)):
             from_input = self.table[ids] if layer == 0 and self.table is not None else self.linear(x, w_ih, b_ih)
-            h = state[0][layer] if self.cell == "lstm" else state[layer]
+            h = state[0][layer]
             from_state = self.linear(h, w_hh, b_hh)
             if self.cell == "lstm":
                 gates = from_input + from_state
@@ -82,5 +83,4 @@ class Stepper:
                 x = self.activation(from_input + from_state)
             hs.append(x)
         logits = self.model.head(self.model.project(torch.cat(hs, dim=1) if self.model.skip else x))
-        new_state = (torch.stack(hs), torch.stack(cs)) if self.cell == "lstm" else torch.stack(hs)
-        return logits, new_state
+        return logits, ((torch.stack(hs), torch.stack(cs)) if self.cell == "lstm" else (torch.stack(hs),))

@@ -20,6 +20,8 @@ from .errors import ChargenError, OptionError, first_line
 UNK = "Ġ[UNK]"  # byte-level for " [UNK]": most unknown words follow a space, and decoded text keeps it
 WORD_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
 DEFAULT_VOCAB_SIZE = {"word": 10_000, "bpe": 4_000}
+KINDS = ("char", *DEFAULT_VOCAB_SIZE)  # every kind of vocabulary: characters, and the two a tokenizer builds
+TOKENIZER_FILE = "tokenizer.json"  # the file a word or BPE vocabulary's record keeps its tokenizer in
 
 
 def compact_dtype(size: int) -> np.dtype:
@@ -97,7 +99,7 @@ def _is_merge(merge: object) -> bool:
 
 
 class TokenVocabulary:
-    """A word or BPE vocabulary: a `tokenizers.Tokenizer` seen through the same methods as `Vocabulary`."""
+    """A word or BPE vocabulary: a `tokenizers.Tokenizer` seen through `vocabulary.Vocab`, as the character one is."""
 
     def __init__(self, tokenizer: Tokenizer, kind: str):
         self.tokenizer, self.kind = tokenizer, kind
@@ -135,6 +137,10 @@ class TokenVocabulary:
     def to_json(self) -> str:
         return self.tokenizer.to_str()
 
+    def to_record(self) -> tuple[dict, dict[str, bytes]]:
+        """The entry names the tokenizer.json that holds the vocabulary (read back by vocabulary.from_record)."""
+        return {"type": self.kind, "file": TOKENIZER_FILE}, {TOKENIZER_FILE: self.to_json().encode()}
+
     def __len__(self) -> int:
         return self.tokenizer.get_vocab_size()
 
@@ -166,7 +172,7 @@ class TokenVocabulary:
 
 
 def check_vocab_options(kind: str, vocab_size: int | None, min_frequency: int) -> None:
-    if kind not in ("char", *DEFAULT_VOCAB_SIZE):
+    if kind not in KINDS:
         raise OptionError(f"tokenizer must be char, word or bpe, not {kind!r}")
     if kind == "char" and vocab_size is not None:
         raise OptionError("vocab-size applies to --tokenizer word or bpe; a character vocabulary holds every character of the text")

@@ -1,9 +1,13 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from chargen import ChargenError, Corpus, Vocabulary, read_text
 from chargen.corpus import lanes, windows
+from chargen.vocabulary import build_vocabulary, from_record
 
 from .conftest import shared_corpus
 
@@ -146,3 +150,71 @@ def test_encoded_corpus_cache(tmp_path, monkeypatch):
     assert entries[0].read_bytes() != b"damaged"
     path.write_text("a changed text, a changed text\n" * 20, encoding="utf-8")  # new contents, new key
     assert Corpus.from_file(path, 0.1, cache=True).vocab != first.vocab
+
+
+# vocabulary records: one serialisation for checkpoints and the cache
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FOX = "the quick brown fox jumps over the lazy dog. " * 30
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_a_record_reads_back_an_equal_vocabulary(kind):
+    vocab = build_vocabulary(FOX, kind, 300 if kind == "bpe" else None, 1)
+    entry, files = vocab.to_record()
+    again = from_record(json.loads(json.dumps(entry)), lambda name: files[name].decode())
+    assert again == vocab and again.kind == kind and again.decode(again.encode("the lazy dog")) == "the lazy dog"
+    assert sorted(files) == ([] if kind == "char" else ["tokenizer.json"])
+
+
+@pytest.mark.parametrize("name", ["format1-char", "format1-word"])
+def test_a_record_is_the_vocabulary_entry_and_files_of_a_format_1_checkpoint(name):
+    folder = FIXTURES / name
+    entry = json.loads((folder / "config.json").read_text(encoding="utf-8"))["vocabulary"]
+    vocab = from_record(entry, lambda file: (folder / file).read_text(encoding="utf-8"))
+    written, files = vocab.to_record()
+    assert written == entry and all((folder / file).is_file() for file in files)
+
+
+def bad_chars(chars):
+    return {"type": "char", "chars": chars}
+
+
+REFUSED_RECORDS = [
+    pytest.param("chars", r"config.json lacks a valid vocabulary entry \(its type must be char, word or bpe, not None\)", id="not-a-table"),
+    pytest.param({"type": "bytes"}, "lacks a valid vocabulary entry .* not 'bytes'", id="type"),
+    pytest.param(bad_chars("abc"), "^config.json: the vocabulary's chars must be a list of characters$", id="chars-string"),
+    pytest.param(bad_chars(["a", "\ud800"]), r"^config.json: the vocabulary holds '\\ud800', which is not one Unicode character$", id="surrogate"),
+    pytest.param(bad_chars(["a", 3]), "holds 3, which is not one Unicode character", id="number"),
+    pytest.param(bad_chars(["a", "a"]), "^config.json: a vocabulary must be a non-empty list of distinct single characters$", id="repeated"),
+    pytest.param(bad_chars([]), "non-empty list", id="empty"),
+    pytest.param({"type": "word", "file": "../tokenizer.json"}, "a word vocabulary is the tokenizer.json beside it, not '../tokenizer.json'", id="file"),
+    pytest.param({"type": "bpe"}, "a bpe vocabulary is the tokenizer.json beside it, not None", id="no-file"),
+]
+
+
+@pytest.mark.parametrize("entry, message", REFUSED_RECORDS)
+def test_a_record_chargen_would_not_write_is_refused_in_one_line(entry, message):
+    with pytest.raises(ChargenError, match=message):
+        from_record(entry, lambda name: pytest.fail(f"{name} read"), where="config.json")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[" * 200_000, "not JSON"),
+        ('{"model": {}}', "its entries are not those of the word tokenizer chargen writes"),
+    ],
+)
+def test_a_tokenizer_file_chargen_would_not_write_is_refused_naming_it(text, message):
+    entry = {"type": "word", "file": "tokenizer.json"}
+    with pytest.raises(ChargenError, match=f"^run/tokenizer.json is not a readable tokenizer \\({message}"):
+        from_record(entry, lambda name: text, where="run/config.json", shown=lambda name: f"run/{name}")
+
+
+def test_the_readers_own_error_passes_through():
+    def missing(name):
+        raise ChargenError(f"run/{name} is missing")
+
+    with pytest.raises(ChargenError, match="^run/tokenizer.json is missing$"):
+        from_record({"type": "bpe", "file": "tokenizer.json"}, missing)

@@ -4,6 +4,7 @@ Each bad corpus is one ChargenError line naming the file, found before the file 
 after its first block (4 GB of NULs); each bad cache entry is rebuilt, and an unusable cache skipped.
 """
 import errno
+import json
 import os
 import re
 import socket
@@ -219,10 +220,46 @@ DAMAGE = {  # what is done to the entry, and what the warning says of it
 }
 
 
+def tokenizer_json(change):
+    """The entry's tokenizer.json, as its JSON is changed."""
+
+    def files(field: np.ndarray) -> np.ndarray:
+        texts = json.loads(str(field))
+        data = json.loads(texts["tokenizer.json"])
+        change(data)
+        return np.array(json.dumps({**texts, "tokenizer.json": json.dumps(data)}))
+
+    return rewritten(with_field("vocab_files", files))
+
+
+TOKENIZER_DAMAGE = {  # a word entry's record, checked as a checkpoint's is (vocabulary.from_record)
+    "no tokenizer.json": (rewritten(with_field("vocab_files", np.array("{}"))), "its record lacks tokenizer.json"),
+    "files that are not JSON": (rewritten(with_field("vocab_files", np.array("{"))), "its record is not JSON"),
+    "a tokenizer.json of another shape": (
+        tokenizer_json(lambda t: t.__setitem__("normalizer", {"type": "Lowercase"})),
+        r"its tokenizer.json is not a readable tokenizer \(its normalizer is not the one chargen builds\)",
+    ),
+    "a file other than tokenizer.json": (
+        rewritten(with_field("vocab", np.array('{"type": "word", "file": "/etc/passwd"}'))),
+        "its record: a word vocabulary is the tokenizer.json beside it, not '/etc/passwd'",
+    ),
+    "a lone surrogate": (rewritten(with_field("vocab", np.array('{"type": "char", "chars": ["a", "\\ud800"]}'))), "not one Unicode character"),
+}
+
+
 @pytest.mark.parametrize("tokenizer", ["char", "word"])
 @pytest.mark.parametrize("case", DAMAGE)
 def test_a_damaged_entry_is_rebuilt_and_replaced(tmp_path, home, capsys, case, tokenizer):
-    damage, said = DAMAGE[case]
+    rebuilt_and_replaced(tmp_path, home, capsys, *DAMAGE[case], tokenizer)
+
+
+@pytest.mark.parametrize("case", TOKENIZER_DAMAGE)
+def test_a_damaged_vocabulary_record_is_rebuilt_and_replaced(tmp_path, home, capsys, case):
+    rebuilt_and_replaced(tmp_path, home, capsys, *TOKENIZER_DAMAGE[case], "word")
+
+
+def rebuilt_and_replaced(tmp_path: Path, home: Path, capsys, damage, said: str, tokenizer: str) -> None:
+    """After the damage, reading warns once naming the entry and what is wrong with it, and the entry made again is sound."""
     fresh = read(tmp_path, tokenizer=tokenizer)
     entry = only_entry(home)
     damage(entry)

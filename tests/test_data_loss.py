@@ -12,7 +12,7 @@ import chargen
 from chargen import ChargenError, OptionError, model
 from chargen import folder as store
 from chargen.cli import cli
-from chargen.train import Trainer
+from chargen.loop import Trainer
 from click.testing import CliRunner
 
 from .conftest import TINY_OPTIONS, needs_native_bf16
@@ -232,7 +232,7 @@ def test_the_corpus_is_recorded_where_it_is(tmp_path, tiny_file, monkeypatch):
         ({"max_steps": "5"}, "max-steps must be a whole number, not '5'"),
         ({"layers": [1]}, "layers must be a whole number, not \\[1\\]"),
         ({"tie_weights": 1}, "tie-weights must be true or false, not 1"),
-        ({"encoding": 5}, "encoding must be the name of a text encoding, not 5"),
+        ({"encoding": 5}, "encoding must be a string, not 5"),
         ({"corpus": None}, "corpus must be a path, not None"),
         ({"colour": "red"}, "unknown option colour"),
         ({"patience": -1}, "patience must be zero"),

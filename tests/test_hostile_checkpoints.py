@@ -421,7 +421,7 @@ def test_read_resume_checks_against_the_lanes_config_json_trains(tmp_path, train
     folder = damaged_copy(trained, tmp_path, in_config(lambda c: c["training"].__setitem__("batch_size", 8)))
     refused(checkpoint.read_resume, folder, "resume.safetensors", r"lanes.0 has shape \[1, 4, 48\], but config.json makes it \[1, 8, 48\]")
     edit_json(folder / "config.json", lambda c: c["training"].__setitem__("batch_size", "4"))
-    refused(checkpoint.read_resume, folder, "config.json", "batch_size must be a whole number of lanes")
+    refused(checkpoint.read_resume, folder, "config.json", "batch-size must be a whole number")
 
 
 # the command line: one line, exit 1, for a few of the cases above
@@ -461,8 +461,8 @@ LIST_CASES = [
     pytest.param(nested(200_000), "not a readable JSON config", id="nested"),
     pytest.param(replaced("model.safetensors", link_to("/dev/zero")), "not a regular file", id="dev-zero"),
     pytest.param(in_weights(set_item("head.bias", 0, float("nan"))), "NaN or infinite", id="nan"),
-    pytest.param(in_config(lambda c: c.__setitem__("progress", [1])), "has an entry chargen cannot read", id="progress-list"),
-    pytest.param(in_config(lambda c: c.__setitem__("recipe", ["why"])), "has an entry chargen cannot read", id="recipe-list"),
+    pytest.param(in_config(lambda c: c.__setitem__("progress", [1])), "progress must be a table", id="progress-list"),
+    pytest.param(in_config(lambda c: c.__setitem__("recipe", ["why"])), "recipe must be a table", id="recipe-list"),
     pytest.param(in_config(lambda c: c.pop("corpus")), "lacks its 'corpus' entry", id="no-corpus"),
     pytest.param(lambda f: (f / "model.safetensors").unlink(), "model.safetensors is missing", id="no-weights"),
 ]

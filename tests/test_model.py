@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from chargen import ChargenError, LanguageModel, ModelConfig
-from chargen.model import detach_state
+from chargen import state as states
 from chargen.step import Stepper
 
 from .conftest import needs_native_bf16
@@ -15,18 +15,26 @@ def test_carried_state_equals_one_long_pass(cell, input, skip):
     torch.manual_seed(0)
     model = LanguageModel(ModelConfig(vocab_size=11, cell=cell, input=input, layers=2, hidden=16, embedding_dim=8, skip_connections=skip)).eval()
     tokens = torch.randint(0, 11, (3, 20))
-    whole, _ = model(tokens)
+    whole, final = model(tokens)
     first, state = model(tokens[:, :12])
-    second, _ = model(tokens[:, 12:], detach_state(state))
+    second, last = model(tokens[:, 12:], states.detach(state))
     assert whole.shape == (3, 20, 11)
     torch.testing.assert_close(torch.cat([first, second], dim=1), whole)
+    for carried in (state, last):
+        assert_one_state_shape(carried, cell, layers=2, streams=3, hidden=16)
+    assert_same_state(last, final)
 
 
-def test_detach_cuts_the_graph():
-    model = LanguageModel(ModelConfig(vocab_size=5, hidden=8, layers=1))
-    _, state = model(torch.zeros(1, 4, dtype=torch.long))
-    assert all(s.requires_grad for s in state)
-    assert not any(s.requires_grad for s in detach_state(state))
+def assert_one_state_shape(state, cell, layers, streams, hidden):
+    """(h, c) for an LSTM, (h,) for a GRU or an RNN: a tuple whatever the cell, each part (layers, streams, hidden)."""
+    assert isinstance(state, tuple) and len(state) == (2 if cell == "lstm" else 1)
+    assert all(part.shape == (layers, streams, hidden) for part in state)
+
+
+def assert_same_state(state, expected, tolerance=None):
+    assert len(state) == len(expected)
+    for part, expected_part in zip(state, expected):
+        torch.testing.assert_close(part, expected_part, rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("skip", [True, False])
@@ -69,6 +77,7 @@ def test_bad_config(options):
         dict(cell="lstm", layers=2, tie_weights=True, embedding_dim=12),
         dict(cell="lstm", layers=2, skip_connections=False),
         dict(cell="gru", layers=2, skip_connections=False),
+        dict(cell="rnn", layers=2, skip_connections=False),
         dict(cell="lstm", layers=3, tie_weights=True, embedding_dim=12, skip_connections=False),
     ],
 )
@@ -79,15 +88,17 @@ def test_stepper_equals_the_fused_layer(options):
     tokens = torch.randint(0, 11, (3, 9))
     with torch.no_grad():
         expected, final = model(tokens)
+        _, after_first = model(tokens[:, :1])
         _, state = model(tokens[:, :4])
     stepper = Stepper(model)
     for t in range(4, 9):
         logits, state = stepper.step(tokens[:, t], state)
         torch.testing.assert_close(logits, expected[:, t], rtol=1e-5, atol=1e-5)
-    for a, b in zip(state if isinstance(state, tuple) else [state], final if isinstance(final, tuple) else [final]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    first, _ = stepper.step(tokens[:, 0], None)  # no state is the zero state
+    assert_one_state_shape(state, model.config.cell, model.config.layers, streams=3, hidden=24)
+    assert_same_state(state, final, tolerance=1e-5)
+    first, state = stepper.step(tokens[:, 0], None)  # no state is the zero state
     torch.testing.assert_close(first, expected[:, 0], rtol=1e-5, atol=1e-5)
+    assert_same_state(state, after_first, tolerance=1e-5)
 
 
 @needs_native_bf16

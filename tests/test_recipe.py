@@ -1,14 +1,15 @@
-import importlib
 import json
 import time
 
 import pytest
 
 import chargen
-from chargen import recipe
+from chargen import planning, recipe
 from chargen.corpus import Corpus
+from chargen.loop import TrainConfig
 from chargen.model import ModelConfig
 from chargen.recipe import MAX_DROPOUT, TOKENS_PER_WEIGHT, WIDTHS, choose
+from chargen.runtime import Runtime
 
 from .conftest import TINY_OPTIONS
 
@@ -110,11 +111,10 @@ def test_wider_models_learn_at_a_lower_rate():
 
 def test_a_stalled_step_does_not_slow_the_measured_speed(monkeypatch, tiny_file):
     """A shared machine pausing for one step must not make the recipe choose a narrower model."""
-    training = importlib.import_module("chargen.train")  # the module; chargen.train is the function
     corpus = Corpus.from_file(tiny_file)
-    config = training.TrainConfig(batch_size=4, seq_len=16, precision="fp32")
+    config = TrainConfig(batch_size=4, seq_len=16, precision="fp32")
     model = ModelConfig(len(corpus.vocab), layers=1, hidden=32, embedding_dim=16)
-    real_step, calls = training.optimizer_step, []
+    real_step, calls = planning.optimizer_step, []
 
     def stalls_twice(*args, **kwargs):
         calls.append(1)
@@ -122,8 +122,8 @@ def test_a_stalled_step_does_not_slow_the_measured_speed(monkeypatch, tiny_file)
             time.sleep(0.3)
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(training, "optimizer_step", stalls_twice)
-    speed = training.measure_speed(model, corpus, config)
+    monkeypatch.setattr(planning, "optimizer_step", stalls_twice)
+    speed = planning.measure_speed(model, corpus, config, Runtime.resolve(precision="fp32"))
     assert len(calls) >= 7  # two to warm up, then at least five timed
     # 64 tokens a step: any average over the at most 30 timed steps that counted the stalls would be under 30 * 64 / 0.6 = 3,200
     assert speed > 4000

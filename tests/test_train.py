@@ -1,4 +1,4 @@
-import importlib
+import copy
 import json
 import math
 
@@ -8,12 +8,14 @@ import torch
 import chargen
 from chargen import ChargenError, Corpus, LanguageModel, ModelConfig, OptionError, TrainConfig
 from chargen.checkpoint import load as load_checkpoint
-from chargen.train import Trainer, bits_per_token
+from chargen import loop
+from chargen.loop import Trainer, bits_per_token
 from chargen.progress import TrainingDisplay
+from chargen.run import RunFolder
+from chargen.runtime import Runtime
 
 from .conftest import TINY_OPTIONS, TINY_TEXT
 
-train_module = importlib.import_module("chargen.train")  # the package's `train` is the function
 
 
 def test_tiny_model_overfits_short_text(tmp_path):
@@ -31,7 +33,7 @@ def make_trainer(tmp_path, **options) -> Trainer:
     config = TrainConfig(**{"batch_size": 4, "seq_len": 16, "precision": "fp32", **options})
     torch.manual_seed(0)
     model = LanguageModel(ModelConfig(vocab_size=len(corpus.vocab), hidden=32, layers=1))
-    return Trainer(model, corpus, config, tmp_path, {}, TrainingDisplay(quiet=True))
+    return Trainer(model, corpus, config, Runtime.resolve(precision="fp32"), TrainingDisplay(quiet=True))
 
 
 def test_gradient_clipping_bounds_the_norm(tmp_path):
@@ -54,21 +56,36 @@ def test_gradient_clipping_bounds_the_norm(tmp_path):
 
 
 def test_state_is_reset_at_each_pass(tmp_path):
-    trainer = make_trainer(tmp_path)
-    starts = [(epoch, window) for epoch, window, _, _ in _take(trainer.batches(), 3 * trainer.steps_per_epoch)]
-    assert [e for e, w in starts if w == 0] == [0, 1, 2]
+    trainer = make_trainer(tmp_path, max_epochs=3, eval_every=10**6)
+    real_step, seen = trainer.train_step, []
+
+    def step(x, y, state):
+        seen.append((trainer.progress.window, state is None))
+        return real_step(x, y, state)
+
+    trainer.train_step = step
+    trainer.run()
+    assert len(seen) == 3 * trainer.steps_per_epoch
+    assert [window for window, fresh in seen if fresh] == [0, 0, 0]  # a zero state at the start of each pass, and only there
 
 
-def _take(iterator, n):
-    return [item for _, item in zip(range(n), iterator)]
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path, tiny_file):
+    """The weights a run saves are the model it trained, to the bit: compared with the model before it was written."""
+    kept = {}
+    real_commit = RunFolder.commit
 
+    def commit(self, trainer, lanes, weights):
+        if weights:
+            kept["model"] = copy.deepcopy(trainer.model).eval()
+        real_commit(self, trainer, lanes, weights)
 
-def test_checkpoint_round_trip_gives_identical_logits(trained):
-    ckpt = load_checkpoint(trained)
-    again = load_checkpoint(trained)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunFolder, "commit", commit)
+        chargen.train(tiny_file, tmp_path / "run", max_steps=20, eval_every=10, quiet=True, **{**TINY_OPTIONS, "dropout": 0.1})
+    ckpt = load_checkpoint(tmp_path / "run")
     tokens = torch.from_numpy(ckpt.vocab.encode("the lazy dog")).long()[None]
     with torch.no_grad():
-        torch.testing.assert_close(ckpt.model(tokens)[0], again.model(tokens)[0], rtol=0, atol=0)
+        torch.testing.assert_close(ckpt.model(tokens)[0], kept["model"](tokens)[0], rtol=0, atol=0)
     assert ckpt.vocab.chars == sorted(set(TINY_TEXT))
 
 
@@ -104,8 +121,8 @@ def test_stops_at_max_epochs(tmp_path, tiny_file):
     ],
 )
 def test_a_time_bound_run_keeps_validation_to_its_share(tmp_path, tiny_file, monkeypatch, limits, share, validated):
-    monkeypatch.setattr(train_module, "EVAL_EVERY", 5)
-    monkeypatch.setattr(train_module, "VALIDATION_SHARE", share)
+    monkeypatch.setattr(loop, "EVAL_EVERY", 5)
+    monkeypatch.setattr(loop, "VALIDATION_SHARE", share)
     chargen.train(tiny_file, tmp_path / "out", quiet=True, **limits, **TINY_OPTIONS)
     records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == validated
@@ -151,7 +168,7 @@ def rates_over(trainer: Trainer, steps: int) -> list[float]:
     rates = []
     for step in range(steps):
         trainer.progress.step = step
-        rates.append(trainer.learning_rate(trainer.fraction_done(0.0)))
+        rates.append(loop.learning_rate(trainer.config, trainer.progress.step, trainer.fraction_done(0.0)))
     return rates
 
 
@@ -169,4 +186,4 @@ def test_cosine_schedule_warms_up_then_decays_with_the_run(tmp_path):
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))  # never rises after the warm-up
     assert rates[-1] == pytest.approx(1e-2 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.99))))
     constant = make_trainer(tmp_path / "c", lr=1e-2, warmup=0, schedule="constant", max_steps=100)
-    assert constant.learning_rate(0.9) == 1e-2
+    assert loop.learning_rate(constant.config, constant.progress.step, 0.9) == 1e-2

@@ -1,0 +1,116 @@
+"""config.json: the one typed, versioned record of a run, written by to_json and read back by from_json.
+
+Nothing else reads or writes the raw JSON. Reading migrates what older checkpoints of the same format lack
+(a model from before skip connections had none), and checks every entry by the type it has here, so a
+damaged or hostile config.json is one clear line, never a KeyError deep in a command.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from . import __version__
+from .config import CorpusOptions, TrainConfig
+from .errors import ChargenError, check_types
+from .model import ModelConfig
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CorpusRecord:
+    """The text a run trained on: where it is, its sha256, how it was read, and its sizes."""
+
+    path: str  # absolute, so the checkpoint finds it from any folder
+    sha256: str
+    characters: int
+    train_characters: int
+    val_characters: int
+    train_tokens: int
+    val_tokens: int
+    options: CorpusOptions
+
+    def to_json(self) -> dict:
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}, **self.options.to_dict()}
+
+    @classmethod
+    def from_json(cls, entry: dict) -> CorpusRecord:
+        options = CorpusOptions(**{f.name: entry[f.name] for f in fields(CorpusOptions) if f.name in entry})
+        record = cls(**{f.name: entry[f.name] for f in fields(cls) if f.name != "options"}, options=options)
+        check_types(record)
+        return record
+
+
+@dataclass
+class RunRecord:
+    model: ModelConfig
+    vocabulary: object  # the vocabulary's entry: vocabulary.py reads and checks it, with the files beside config.json
+    training: TrainConfig
+    precision_used: str  # what "auto" became on the machine that trained
+    corpus: CorpusRecord
+    progress: dict  # step, chars, elapsed_s, best_val_bpc, last_val_bpc: what `chargen info` shows
+    recipe: dict | None = None  # what the recipe chose and why, when it chose
+    embeddings: dict | None = None  # path, covered, frozen: pre-trained vectors the run started from
+    chargen_version: str = __version__
+
+    def to_json(self) -> dict:
+        record = {
+            "format_version": FORMAT_VERSION,
+            "chargen_version": self.chargen_version,
+            "model": self.model.to_dict(),
+            "vocabulary": self.vocabulary,
+            "training": {**asdict(self.training), "precision_used": self.precision_used},
+            "corpus": self.corpus.to_json(),
+        }
+        record.update({name: getattr(self, name) for name in ("recipe", "embeddings") if getattr(self, name) is not None})
+        return {**record, "progress": self.progress}
+
+    @classmethod
+    def from_json(cls, data: object, path: Path) -> RunRecord:
+        """The record of a config.json's contents; anything missing, misplaced or out of range names path."""
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if version != FORMAT_VERSION:
+            raise ChargenError(f"{path}: unknown checkpoint format version {version!r} (this chargen reads {FORMAT_VERSION})")
+        try:
+            model = data.get("model", {})
+            if not isinstance(model, dict):
+                raise ChargenError(f"the model entry of {path.name} must be a table of its sizes, not {type(model).__name__}")
+            training = dict(data["training"])
+            record = cls(
+                model=ModelConfig(**{"skip_connections": False, **model}),  # models from before skip connections had none
+                vocabulary=data["vocabulary"],
+                precision_used=training.pop("precision_used", training.get("precision")),
+                training=TrainConfig(**training),
+                corpus=CorpusRecord.from_json(data["corpus"]),
+                progress=data["progress"],
+                recipe=data.get("recipe"),
+                embeddings=data.get("embeddings"),
+                chargen_version=data.get("chargen_version", "?"),
+            )
+            check_types(record)
+        except ChargenError as e:
+            raise ChargenError(f"{path}: {e}") from None
+        except KeyError as e:
+            raise ChargenError(f"{path} lacks its {e.args[0]!r} entry") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ChargenError(f"{path} lacks a valid {_entry_of(e)} entry ({e})") from None
+        return record
+
+    def train_options(self) -> dict:
+        """The options of `chargen train` the run was started with: rerunning them retrains the same model."""
+        options = {k: v for k, v in self.model.to_dict().items() if k != "vocab_size"}
+        options.update(asdict(self.training))
+        options.update(self.corpus.options.to_dict(), corpus=self.corpus.path)
+        if self.embeddings:
+            options["embeddings"], options["freeze_embeddings"] = self.embeddings["path"], self.embeddings["frozen"]
+        return options
+
+    @property
+    def frozen_embeddings(self) -> bool:
+        return bool(self.embeddings and self.embeddings.get("frozen"))
+
+
+def _entry_of(error: Exception) -> str:
+    """Which entry a TypeError from a dataclass's constructor speaks of: its message names the class."""
+    text = str(error)
+    return "model" if "ModelConfig" in text else "training" if "TrainConfig" in text else "corpus" if "Corpus" in text else "config"
