@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpus import Corpus, file_sha256
+from .config import CorpusOptions
+from .corpus import Corpus, check_start, file_sha256
 from .errors import ChargenError, first_line
 from .vocabulary import Vocab, from_record
 
@@ -58,6 +59,17 @@ def entry_path(source: Path, options: dict) -> Path:
     """The entry of a file's contents (their sha256) encoded with these options."""
     key = hashlib.sha256(json.dumps([CACHE_FORMAT, file_sha256(source), options], sort_keys=True).encode()).hexdigest()[:32]
     return folder() / f"{key}{ENTRY}"
+
+
+def read_corpus(path: str | Path, options: CorpusOptions, use_cache: bool = True) -> Corpus:
+    """A text file's corpus: from the cache when it holds a sound entry for the file and options, else encoded (and kept)."""
+    def build() -> Corpus:
+        return Corpus.from_file(path, **options.to_dict())
+
+    if not use_cache:
+        return build()
+    check_start(path, options.encoding, options.keep_newlines)  # before the cache hashes the whole file: a 4 GB file of NULs is refused at once
+    return cached(Path(path), options.to_dict(), build)
 
 
 def cached(source: Path, options: dict, build: Callable[[], Corpus]) -> Corpus:

@@ -215,23 +215,12 @@ class Corpus:
         val_fraction: float = 0.05,
         encoding: str = "utf-8",
         keep_newlines: bool = False,
-        cache: bool = False,
         tokenizer: str = "char",
         vocab_size: int | None = None,
         min_frequency: int = 2,
     ) -> Corpus:
-        """The corpus of a text file; with cache, a second call with the same file and options skips encoding."""
-        vocab_options = {"tokenizer": tokenizer, "vocab_size": vocab_size, "min_frequency": min_frequency}
-
-        def build() -> Corpus:
-            return cls.from_text(read_text(path, encoding, keep_newlines), val_fraction, **vocab_options)
-
-        if not cache:
-            return build()
-        check_start(path, encoding, keep_newlines)  # before the cache hashes the whole file: a 4 GB file of NULs is refused at once
-        from .cache import cached  # cache.py keeps Corpus objects: imported here, not above, so neither module needs the other first
-
-        return cached(Path(path), {"val_fraction": val_fraction, "encoding": encoding, "keep_newlines": keep_newlines, **vocab_options}, build)
+        """The corpus of a text file, read and encoded (cache.read_corpus keeps it for the next run)."""
+        return cls.from_text(read_text(path, encoding, keep_newlines), val_fraction, tokenizer, vocab_size, min_frequency)
 
 
 def lanes(data: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ import torch
 
 from . import checkpoint, corpora, distributed, recipe
 from . import folder as store
+from .cache import read_corpus
 from .corpus import Corpus, file_sha256
 from .embeddings import initialise_embedding
 from .errors import ChargenError, OptionError
@@ -223,7 +224,7 @@ def train(
         raise OptionError("embeddings needs --input embedding")
     runtime = Runtime.resolve(config.device, config.precision, config.threads, join=True)  # refused here if this machine lacks them
     path = corpora.resolve(corpus).resolve()  # recorded as it is, so the checkpoint finds it from any folder
-    data = Corpus.from_file(path, cache=cache, **corpus_options.to_dict())
+    data = read_corpus(path, corpus_options, cache)
     check_length(data, config, path)
     folder = Path(out) if out is not None else checkpoint.DEFAULT_ROOT / path.stem
     check_out(folder, overwrite)
@@ -284,7 +285,7 @@ def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool 
             raise ChargenError(f"the run's corpus {path} is not here: name it with  chargen train --resume {folder} CORPUS")
         if file_sha256(path) != record.corpus.sha256:
             raise ChargenError(f"{path} is not the text this run trained on (its sha256 differs)")
-        data = Corpus.from_file(path, cache=cache, **record.corpus.options.to_dict())
+        data = read_corpus(path, record.corpus.options, cache)
         if data.vocab != ckpt.vocab:
             raise ChargenError(f"{path} no longer gives the vocabulary in {folder}: the run cannot continue on it")
         config = TrainConfig(**{**asdict(record.training), **limits})

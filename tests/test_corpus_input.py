@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from chargen import ChargenError, Corpus, cache, read_text
+from chargen.cache import read_corpus
+from chargen.config import CorpusOptions
 from chargen.corpus import HEAD, file_sha256
 
 from .conftest import TINY_TEXT
@@ -80,7 +82,7 @@ READERS = {
     "read_text": read_text,
     "file_sha256": file_sha256,
     "Corpus.from_file": lambda path: Corpus.from_file(path, 0.1),
-    "Corpus.from_file cached": lambda path: Corpus.from_file(path, 0.1, cache=True),
+    "Corpus.from_file cached": lambda path: read_corpus(path, CorpusOptions(0.1)),
 }
 TEXT_READERS = {name: read for name, read in READERS.items() if name != "file_sha256"}  # a sha256 takes any regular file
 
@@ -165,7 +167,7 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 def read(tmp_path: Path, val_fraction: float = 0.1, tokenizer: str = "char") -> Corpus:
-    return Corpus.from_file(tmp_path / "text.txt", val_fraction, cache=True, tokenizer=tokenizer)
+    return read_corpus(tmp_path / "text.txt", CorpusOptions(val_fraction, tokenizer=tokenizer))
 
 
 def same(a: Corpus, b: Corpus) -> bool:

@@ -1,0 +1,91 @@
+"""What every command shares: library errors as one-line errors, the group, the newest checkpoint, safe output."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import ChargenError, OptionError
+from ..sample import Sampler, load
+
+
+class Group(click.Group):
+    """Library errors become click's one-line errors: bad option values exit 2, anything else 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OptionError as e:
+            raise click.UsageError(str(e)) from None
+        except ChargenError as e:
+            raise click.ClickException(str(e)) from None
+        except BrokenPipeError:  # the reader went away (chargen sample | head): nothing more to say
+            silence_stdout()
+            ctx.exit(1)
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+@contextlib.contextmanager
+def writing_stdout() -> Iterator[None]:
+    """A standard output that cannot be written (a full disk, /dev/full) is a one-line error, not a traceback."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        silence_stdout()
+        raise click.ClickException(f"cannot write to standard output ({e.strerror or e})") from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="chargen")
+def cli() -> None:
+    """Character-level text generation with recurrent networks.
+
+    \b
+      chargen train war_and_peace.txt --max-time 600
+      chargen sample --prompt "Napoleon was"
+    """
+
+
+def newest() -> Path:
+    """The newest checkpoint under ./checkpoints/, named on stderr so the user knows which it was."""
+    from ..checkpoint import latest
+
+    folder = latest()
+    click.echo(f"using {folder}", err=True)
+    return folder
+
+
+def load_sampler(checkpoint: Path | None, precision: str = "auto") -> Sampler:
+    return load(checkpoint if checkpoint is not None else newest(), precision)
+
+
+def stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def shown(value) -> str:
+    if isinstance(value, float) and value > 100:
+        return f"{value:,.0f}"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "-" if value is None else str(value)
+
+

@@ -1,0 +1,113 @@
+"""`chargen sample`, `predict` and `eval`: what a trained model writes, guesses and scores."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..model import PRECISIONS
+from ..sample import Likeliest, check_options, check_text
+from .common import cli, load_sampler, newest, writing_stdout
+
+
+@cli.command()
+@click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint folder  [default: newest under ./checkpoints/]")
+@click.option("--prompt", "-p", default="", help="Text that starts the sample and warms up the model.")
+@click.option("--length", "-n", type=int, default=500, show_default=True, help="Characters to generate after the prompt.")
+@click.option("--temperature", "-t", type=float, default=1.0, show_default=True, help="0 is greedy; lower is safer, higher wilder.")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Draw only from the K likeliest characters; 0 is off.")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Draw only from the smallest set holding this probability.")
+@click.option("--seed", type=int, help="The same seed gives the same text.")
+@click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, generated as one batch (at most 1,024).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="auto: bf16 steps where the CPU has it natively.")
+def sample(
+    checkpoint: Path | None, prompt: str, length: int, temperature: float, top_k: int, top_p: float, seed: int | None, num_samples: int, precision: str
+) -> None:
+    """Generate text from a trained model; text goes to stdout, messages to stderr.
+
+    \b
+      chargen sample --prompt "Napoleon was" --length 300 --temperature 0.8
+      chargen sample -c checkpoints/tinyshakespeare --num-samples 4 --seed 1
+    """
+    check_text(prompt)  # the options first: a checkpoint can take seconds to read
+    check_options(length, temperature, top_k, top_p, num_samples, seed)
+    sampler = load_sampler(checkpoint, precision)
+    with writing_stdout():
+        if num_samples == 1:
+            for piece in sampler.stream(prompt, length, temperature, top_k, top_p, seed):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        else:
+            texts = sampler.generate(prompt, length, temperature, top_k, top_p, seed, num_samples)
+            sys.stdout.write("\n\n".join(texts) + "\n")
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint folder  [default: newest under ./checkpoints/]")
+@click.option("-k", type=int, default=5, show_default=True, help="How many words.")
+@click.option("--json", "as_json", is_flag=True, help="Print the words and probabilities as JSON.")
+def predict(text: str, checkpoint: Path | None, k: int, as_json: bool) -> None:
+    """The K most probable next words after TEXT, with the model's probabilities.
+
+    \b
+      chargen predict "Napoleon was the emperor of"
+      chargen predict "Well, Prince, so Genoa and" -k 10 -c checkpoints/wp-words
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..info import to_json
+
+    check_text(text, "text")
+    Likeliest(k)
+    predictions = load_sampler(checkpoint).predict_next_word(text, k)
+    with writing_stdout():
+        if as_json:
+            click.echo(to_json([{"word": p.word, "probability": p.probability} for p in predictions]))
+            return
+        table = Table("next word", "probability")
+        for p in predictions:
+            table.add_row(p.word, f"{p.probability:.4f}")
+        Console().print(table)
+
+
+@cli.command(name="eval")
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint folder  [default: newest under ./checkpoints/]")
+@click.option("--words", type=int, default=1000, show_default=True, help="Word positions scored for next-word accuracy, spread evenly.")
+@click.option("--baseline", is_flag=True, help="Also score a word trigram counted on the model's training text.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: bool, as_json: bool) -> None:
+    """Bits per character, perplexity and next-word accuracy on FILE  [default: the checkpoint's validation text].
+
+    \b
+      chargen eval -c checkpoints/war_and_peace --baseline
+      chargen eval other_book.txt --words 5000
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..evaluation import Scoring
+    from ..evaluation import evaluate as run_evaluation
+
+    Scoring(words, baseline)
+    if checkpoint is None:
+        checkpoint = newest()
+    from ..info import to_json
+
+    r = run_evaluation(checkpoint, file, words, baseline)
+    if as_json:
+        click.echo(to_json({"checkpoint": str(checkpoint), **r.to_dict()}))
+        return
+    click.echo(f"{checkpoint} on {r.file}:")
+    table = Table("measure", "model", *(["word trigram"] if baseline else []))
+    table.add_row("bits per character", f"{r.bits_per_char:.4f}", *(["-"] if baseline else []))
+    table.add_row(f"perplexity per token ({r.tokens:,} tokens)", f"{r.perplexity:.2f}", *(["-"] if baseline else []))
+    table.add_row(f"next word top-1 ({r.words_scored:,} words)", f"{r.top1:.1%}", *([f"{r.baseline_top1:.1%}"] if baseline else []))
+    table.add_row("next word top-5", f"{r.top5:.1%}", *([f"{r.baseline_top5:.1%}"] if baseline else []))
+    Console().print(table)
+
+
