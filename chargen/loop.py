@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import Progress
+from .resume_file import Progress
 from .config import TrainConfig
 from .corpus import Corpus, lanes, windows
 from .distributed import Group
@@ -208,7 +208,7 @@ class Trainer:
         self.stop_signal: int | None = None
 
     def restore(self, saved) -> None:
-        """Continue from a saved run (checkpoint.ResumeState): weights, optimizer, lanes' hidden state, random numbers, position."""
+        """Continue from a saved run (resume_file.ResumeState): weights, optimizer, lanes' hidden state, random numbers, position."""
         self.model.load_state_dict(saved.model)
         self.optimizer.load_state_dict(saved.optimizer)
         lanes_here = self.group.lanes_of(saved.lanes, self.config.batch_size)

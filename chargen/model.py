@@ -14,7 +14,6 @@ from . import state as states
 from .errors import OptionError, check_types
 from .state import State
 
-detach_state = states.detach  # the old name, kept only while train.py imports it from here (issue 20): then delete
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 INPUTS = ("embedding", "onehot")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, corpora, distributed, recipe
+from . import checkpoint, corpora, distributed, recipe, resume_file
 from . import folder as store
 from .cache import read_corpus
 from .corpus import Corpus, file_sha256
@@ -75,7 +75,7 @@ class RunFolder(Keeper):
     def commit(self, trainer: Trainer, lanes: State | None, weights: bool) -> None:
         """Replace the checkpoint's files together; a failed write (a full disk, a folder gone) stops the run with the previous checkpoint whole."""
         files = {
-            checkpoint.RESUME: checkpoint.resume_bytes(trainer.model, trainer.optimizer, lanes, asdict(trainer.progress)),
+            checkpoint.RESUME: resume_file.resume_bytes(trainer.model, trainer.optimizer, lanes, asdict(trainer.progress)),
             checkpoint.CONFIG: checkpoint.json_bytes(self.record(trainer).to_json()),
             checkpoint.METRICS: checkpoint.metrics_bytes(self.metrics),
         }
@@ -278,7 +278,7 @@ def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool 
     folder = Path(folder)
     ckpt = checkpoint.load(folder)
     with store.hold(folder) if distributed.is_writer_process() else contextlib.nullcontext():
-        saved = checkpoint.read_resume(folder, ckpt)
+        saved = resume_file.read_resume(folder, ckpt)
         record = ckpt.record
         path = Path(corpus) if corpus is not None else Path(record.corpus.path)
         if not path.is_file():

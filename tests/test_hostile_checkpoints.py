@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import chargen
-from chargen import checkpoint
+from chargen import checkpoint, resume_file, safe_files
 from chargen.errors import ChargenError
 
 from .conftest import TINY_OPTIONS
@@ -257,7 +257,7 @@ def test_damaged_weights_or_characters_are_refused(tmp_path, trained, damage, me
 
 
 def test_weights_too_large_for_the_memory_left_are_refused_before_reading(tmp_path, trained, monkeypatch):
-    monkeypatch.setattr(checkpoint, "available_memory", lambda: 1000)
+    monkeypatch.setattr(safe_files, "available_memory", lambda: 1000)
     refused(chargen.load, damaged_copy(trained, tmp_path, lambda f: None), "model.safetensors", "GB of memory to load")
 
 
@@ -419,9 +419,9 @@ def test_every_architecture_chargen_writes_resumes(tmp_path, trained, options):
 
 def test_read_resume_checks_against_the_lanes_config_json_trains(tmp_path, trained):
     folder = damaged_copy(trained, tmp_path, in_config(lambda c: c["training"].__setitem__("batch_size", 8)))
-    refused(checkpoint.read_resume, folder, "resume.safetensors", r"lanes.0 has shape \[1, 4, 48\], but config.json makes it \[1, 8, 48\]")
+    refused(resume_file.read_resume, folder, "resume.safetensors", r"lanes.0 has shape \[1, 4, 48\], but config.json makes it \[1, 8, 48\]")
     edit_json(folder / "config.json", lambda c: c["training"].__setitem__("batch_size", "4"))
-    refused(checkpoint.read_resume, folder, "config.json", "batch-size must be a whole number")
+    refused(resume_file.read_resume, folder, "config.json", "batch-size must be a whole number")
 
 
 # the command line: one line, exit 1, for a few of the cases above
