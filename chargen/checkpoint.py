@@ -142,7 +142,7 @@ def read_record(folder: Path) -> RunRecord:
     return RunRecord.from_json(data, path)
 
 
-def load(folder: str | Path, weights: str = WEIGHTS) -> Checkpoint:
+def read(folder: str | Path, weights: str = WEIGHTS) -> Checkpoint:
     """Read a checkpoint folder; any missing, corrupt, mismatched or hostile file is a one-line ChargenError.
 
     The config's sizes are bounded and the weights' header matches them before a model is built or a tensor read.

@@ -140,7 +140,7 @@ def evaluate(path: str | Path | None = None, file: str | Path | None = None, max
     """
     Scoring(max_words, baseline)
     folder = Path(path) if path is not None else checkpoint.latest()
-    ckpt = checkpoint.load(folder)
+    ckpt = checkpoint.read(folder)
     sampler = Sampler(ckpt.model, ckpt.vocab, folder)
     if file is None:
         text, train_text = corpus_split(ckpt.record.corpus)

@@ -12,7 +12,7 @@ from .errors import ChargenError
 def summary(folder: str | Path) -> dict:
     """Architecture, vocabulary, corpus, progress and versions of one checkpoint, read from config.json once it loads."""
     folder = Path(folder)
-    ckpt = checkpoint.load(folder)
+    ckpt = checkpoint.read(folder)
     try:
         return figures(ckpt)
     except KeyError as e:

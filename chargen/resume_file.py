@@ -168,10 +168,10 @@ def check_values(shown: Path, tensors: dict[str, torch.Tensor]) -> None:
 def read_resume(folder: Path, ckpt: Checkpoint | None = None) -> ResumeState:
     """Everything resume.safetensors holds, each part checked against the checkpoint's model and run before training trusts it.
 
-    ckpt is load(folder), read again when not given.
+    ckpt is checkpoint.read(folder), read again when not given.
     """
     folder = Path(folder)
-    ckpt = ckpt if ckpt is not None else checkpoint.load(folder)
+    ckpt = ckpt if ckpt is not None else checkpoint.read(folder)
     shown = folder / RESUME
     optimized = optimized_shapes(ckpt)
     spec, together = resume_spec(ckpt, optimized)

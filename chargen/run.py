@@ -276,7 +276,7 @@ def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool 
         raise OptionError(f"a resumed run keeps its options; only {', '.join(sorted(LIMITS))} can change, not {', '.join(sorted(changed))}")
     check_paths(folder=folder, text=corpus)
     folder = Path(folder)
-    ckpt = checkpoint.load(folder)
+    ckpt = checkpoint.read(folder)
     with store.hold(folder) if distributed.is_writer_process() else contextlib.nullcontext():
         saved = resume_file.read_resume(folder, ckpt)
         record = ckpt.record

@@ -15,9 +15,10 @@ from . import checkpoint
 from . import state as states
 from .vocabulary import Vocab
 from .errors import ChargenError, OptionError, check_seed, check_types
-from .model import PRECISIONS, LanguageModel
+from .model import LanguageModel
 from .predict import WordPrediction, WordSearch, split_context
 from .state import State
+from .runtime import Runtime
 from .step import Stepper
 
 
@@ -266,7 +267,6 @@ def load(path: str | Path | None = None, precision: str = "auto") -> Sampler:
     precision "auto" steps in bf16 where the processor computes it natively; "fp32" gives the fused
     float32 layer's figures exactly.
     """
-    if precision not in PRECISIONS:
-        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    ckpt = checkpoint.load(path if path is not None else checkpoint.latest())
-    return Sampler(ckpt.model, ckpt.vocab, ckpt.folder, precision)
+    runtime = Runtime.resolve("cpu", precision)  # the steps run on the CPU: checked before the checkpoint is read
+    ckpt = checkpoint.read(path if path is not None else checkpoint.latest())
+    return Sampler(ckpt.model, ckpt.vocab, ckpt.folder, runtime.precision)

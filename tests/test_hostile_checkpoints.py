@@ -488,14 +488,14 @@ def test_list_survives_whatever_a_folder_raises(tmp_path, trained, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     for name in ("good", "bad"):
         shutil.copytree(trained, tmp_path / "checkpoints" / name)
-    load = checkpoint.load
+    read = checkpoint.read
 
     def failing(folder):
         if Path(folder).name == "bad":
             raise error
-        return load(folder)
+        return read(folder)
 
-    monkeypatch.setattr(checkpoint, "load", failing)
+    monkeypatch.setattr(checkpoint, "read", failing)
     rows = {Path(r["folder"]).name: r for r in json.loads(run("list", "--json").stdout)}
     assert rows["good"]["steps"] == 60
     assert rows["bad"]["error"].startswith(f"unreadable ({type(error).__name__}")

@@ -7,7 +7,7 @@ import torch
 
 import chargen
 from chargen import ChargenError, Corpus, LanguageModel, ModelConfig, OptionError, TrainConfig
-from chargen.checkpoint import load as load_checkpoint
+from chargen.checkpoint import read as read_checkpoint
 from chargen import loop
 from chargen.loop import Trainer, bits_per_token
 from chargen.progress import TrainingDisplay
@@ -82,7 +82,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, tiny_file):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(RunFolder, "commit", commit)
         chargen.train(tiny_file, tmp_path / "run", max_steps=20, eval_every=10, quiet=True, **{**TINY_OPTIONS, "dropout": 0.1})
-    ckpt = load_checkpoint(tmp_path / "run")
+    ckpt = read_checkpoint(tmp_path / "run")
     tokens = torch.from_numpy(ckpt.vocab.encode("the lazy dog")).long()[None]
     with torch.no_grad():
         torch.testing.assert_close(ckpt.model(tokens)[0], kept["model"](tokens)[0], rtol=0, atol=0)
@@ -99,7 +99,7 @@ def test_saved_model_is_the_best_by_validation(trained):
     config = json.loads((trained / "config.json").read_text())
     best = min(r["val_bpc"] for r in records)
     assert config["progress"]["best_val_bpc"] == best
-    ckpt = load_checkpoint(trained)
+    ckpt = read_checkpoint(trained)
     corpus = Corpus.from_text(TINY_TEXT)
     assert bits_per_token(ckpt.model, corpus.val, 4, 16) == pytest.approx(best, abs=1e-4)
 
