@@ -1,6 +1,6 @@
 """chargen: character-level text generation with recurrent networks on PyTorch."""
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .corpus import Corpus, Vocabulary, read_text  # noqa: E402
 from .errors import ChargenError, OptionError  # noqa: E402

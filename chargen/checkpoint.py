@@ -166,9 +166,7 @@ def metrics_bytes(records: list[dict]) -> bytes:
 
 def read_metrics(folder: Path) -> list[dict]:
     """The evaluations in metrics.jsonl; a last line cut short (a kill or a full disk mid-append) is dropped with a warning."""
-    from . import folder as store
-
-    path = store.current(folder, METRICS)
+    path = current(folder, METRICS)
     if not path.is_file():
         return []
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()

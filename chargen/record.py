@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .config import CorpusOptions, TrainConfig
 from .errors import ChargenError, check_types
 from .model import ModelConfig

@@ -14,19 +14,19 @@ import torch
 from . import checkpoint, corpora, distributed, recipe, resume_file
 from . import folder as store
 from .cache import read_corpus
+from .config import CorpusOptions, TrainConfig
 from .corpus import Corpus, file_sha256
 from .embeddings import initialise_embedding
 from .errors import ChargenError, OptionError
-from .config import CorpusOptions, TrainConfig
-from .record import CorpusRecord, RunRecord
-from .state import State
-from .vocabulary import RECORD_FILES, Vocab
 from .loop import Keeper, Trainer, TrainResult
 from .model import LanguageModel, ModelConfig, check_fits_in_memory
 from .planning import plan_model
 from .progress import TrainingDisplay
+from .record import CorpusRecord, RunRecord
 from .runtime import Runtime
 from .sample import Sampler
+from .state import State
+from .vocabulary import RECORD_FILES, Vocab
 
 TRAINING_BYTES_PER_PARAMETER = 4 * 8  # weights, gradients, two AdamW moments, best weights, and the copies a save makes
 SMALLER = ": choose a smaller --hidden, --layers or --embedding-dim"
