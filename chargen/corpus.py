@@ -15,7 +15,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from .errors import ChargenError, OptionError
+from .config import CorpusOptions
+from .errors import ChargenError
 from .vocabulary import Vocab, Vocabulary, build_vocabulary  # noqa: F401 (Vocabulary: chargen.corpus.Vocabulary stays)
 
 BOM = "\ufeff"
@@ -188,8 +189,7 @@ class Corpus:
         cls, text: str, val_fraction: float = 0.05, tokenizer: str = "char", vocab_size: int | None = None, min_frequency: int = 2
     ) -> Corpus:
         """The vocabulary comes from the whole text, so characters seen only in validation are known."""
-        if not 0 < val_fraction < 1:
-            raise OptionError(f"val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
+        CorpusOptions(val_fraction, tokenizer=tokenizer, vocab_size=vocab_size, min_frequency=min_frequency)  # checked as for a run
         n_val = int(round(len(text) * val_fraction))
         if len(text) < 4:
             raise ChargenError(f"the text has {len(text)} characters: too short to split into training and validation")

@@ -41,21 +41,6 @@ def bad(result, code, message):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--seq-len", "0"], "seq-len must be at least 1"),
-        (["--batch-size", "-3"], "batch-size must be at least 1"),
-        (["--lr", "nan"], "lr must be a positive number"),
-        (["--val-fraction", "1.5"], "val-fraction"),
-        (["--dropout", "1"], "dropout"),
-    ],
-)
-def test_train_options_out_of_range(tmp_path, tiny_file, args, message):
-    bad(run("train", tiny_file, "--out", tmp_path / "o", *args), 2, message)
-    assert not (tmp_path / "o").exists()
-
-
 def test_train_bad_files(tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "short.txt").write_text("hello\n")
@@ -76,21 +61,6 @@ def test_train_keeps_an_existing_checkpoint(trained):
     corpus = trained.parent / "tiny.txt"
     bad(run("train", corpus, "--out", trained, *TINY, "--max-steps", 2), 1, "already holds a checkpoint")
     assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--temperature", "-1"], "temperature must be zero"),
-        (["--top-p", "2"], "top-p must be in (0, 1]"),
-        (["--top-k", "-2"], "top-k must be zero"),
-        (["--length", "-5"], "length must be zero or positive"),
-    ],
-)
-def test_sample_options_out_of_range(trained, args, message):
-    result = run("sample", "-c", trained, "--prompt", "the", *args)
-    bad(result, 2, message)
-    assert result.stdout == ""  # nothing is printed before the options are checked
 
 
 def test_sample_bad_checkpoints(tmp_path, trained, monkeypatch):
@@ -115,14 +85,6 @@ def test_word_model_train_predict_eval(tmp_path, tiny_file):
         assert measure in result.stdout
 
 
-def test_predict_and_eval_bad_input(tmp_path, trained):
-    bad(run("predict", "the", "-k", 0, "-c", trained), 2, "k must be at least 1")
-    bad(run("predict", "Zebra", "-c", trained), 1, "never saw: 'Z'")
-    bad(run("eval", tmp_path / "missing.txt", "-c", trained), 1, "no such file")
-    bad(run("eval", "-c", trained, "--words", 0), 2, "words must be at least 1")
-    bad(run("train", trained.parent / "tiny.txt", "--vocab-size", 100, "--out", tmp_path / "x"), 2, "vocab-size applies")
-
-
 @pytest.mark.slow
 def test_bench_reports_every_measure():
     result = run("bench", "--steps", 1, "--length", 8, "--streams", 2)
@@ -130,7 +92,6 @@ def test_bench_reports_every_measure():
     for measure in ("training (2 × 512 LSTM", "sampling, one stream", "sampling, 2 streams", "first character"):
         assert measure in result.stdout
     assert len(re.findall(r"\d\.\d\d×", result.stdout)) == 3  # a ratio for each measure with a reference
-    bad(run("bench", "--steps", 0), 2, "steps must be at least 1")
 
 
 @pytest.mark.slow
@@ -139,5 +100,3 @@ def test_bench_trains_the_reference_lstm_on_the_recipe_protocol(tiny_file):
     assert result.exit_code == 0, result.output
     bpc = float(re.search(r"validation (\d+\.\d+) bpc", result.stdout).group(1))
     assert 0 < bpc < 8 and "reference LSTM" in result.stdout
-    bad(run("bench", "--reference", 1), 2, "needs --corpus")
-    bad(run("bench", "--corpus", tiny_file, "--reference", 0), 2, "positive number of seconds")

@@ -80,12 +80,6 @@ def test_unknown_characters_named():
         vocab.encode("abxcéx", what="prompt")
 
 
-@pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5, float("nan")])
-def test_val_fraction_range(fraction):
-    with pytest.raises(ChargenError, match="val-fraction"):
-        Corpus.from_text("abcdefghij" * 10, val_fraction=fraction)
-
-
 def test_lanes_targets_are_inputs_shifted_by_one():
     data = np.arange(103, dtype=np.uint8)
     inputs, targets = lanes(data, 4)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import chargen
-from chargen import ChargenError, OptionError, model
+from chargen import ChargenError, model
 from chargen import folder as store
 from chargen.cli import cli
 from chargen.loop import Trainer
@@ -222,38 +222,6 @@ def test_the_corpus_is_recorded_where_it_is(tmp_path, tiny_file, monkeypatch):
     assert recorded == str(tiny_file.resolve())
     assert chargen.resume(tmp_path / "run", max_steps=12, quiet=True).steps == 12
     assert chargen.evaluate(tmp_path / "run").characters > 0
-
-
-@pytest.mark.parametrize(
-    "options, message",
-    [
-        ({"hidden": "abc"}, "hidden must be a whole number, not 'abc'"),
-        ({"dropout": "x"}, "dropout must be a number, not 'x'"),
-        ({"max_steps": "5"}, "max-steps must be a whole number, not '5'"),
-        ({"layers": [1]}, "layers must be a whole number, not \\[1\\]"),
-        ({"tie_weights": 1}, "tie-weights must be true or false, not 1"),
-        ({"encoding": 5}, "encoding must be a string, not 5"),
-        ({"corpus": None}, "corpus must be a path, not None"),
-        ({"colour": "red"}, "unknown option colour"),
-        ({"patience": -1}, "patience must be zero"),
-        ({"hidden": 20_000}, "GB free"),
-        ({"hidden": 10**7}, "hidden must be between 1 and 65,536"),
-        ({"embedding_dim": 10**7}, "embedding-dim must be between 1 and 65,536"),
-        ({"layers": 10**6}, "layers must be between 1 and 64"),
-    ],
-)
-def test_the_python_api_checks_what_the_command_line_checks(tmp_path, tiny_file, options, message):
-    arguments = {"corpus": tiny_file, **options}
-    with pytest.raises(OptionError, match=message):
-        chargen.train(out=tmp_path / "never", **{"max_steps": 2, **OPTIONS, **arguments})
-    assert not (tmp_path / "never").exists()
-
-
-def test_resume_refuses_unknown_options_as_train_does(trained):
-    with pytest.raises(OptionError, match="only device, max_epochs"):
-        chargen.resume(trained, colour="red")
-    with pytest.raises(OptionError, match="max-steps must be a whole number"):
-        chargen.resume(trained, max_steps="5", quiet=True)
 
 
 def test_patience_zero_never_stops(tmp_path, tiny_file):

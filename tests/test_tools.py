@@ -134,9 +134,6 @@ def test_train_accepts_a_known_corpus_name(tmp_path, monkeypatch):
 
 
 def test_devices_and_threads(tmp_path, tiny_file):
-    if not torch.cuda.is_available():
-        bad(run("train", tiny_file, *TINY, "--device", "cuda", "--out", tmp_path / "gpu"), 2, "device cuda is not available")
-    bad(run("train", tiny_file, *TINY, "--threads", 0, "--out", tmp_path / "t"), 2, "threads must be at least 1")
     result = run("train", tiny_file, *TINY, "--device", "cpu", "--threads", 1, "--max-steps", 2, "--out", tmp_path / "cpu")
     assert result.exit_code == 0, result.output
     assert "on cpu" in result.stderr and torch.get_num_threads() == 1

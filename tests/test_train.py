@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import chargen
-from chargen import ChargenError, Corpus, LanguageModel, ModelConfig, OptionError, TrainConfig
+from chargen import ChargenError, Corpus, LanguageModel, ModelConfig, TrainConfig
 from chargen.checkpoint import read as read_checkpoint
 from chargen import loop
 from chargen.loop import Trainer, bits_per_token
@@ -153,15 +153,6 @@ def test_corpus_shorter_than_one_window(tmp_path):
     with pytest.raises(ChargenError, match="fewer than one batch window"):
         chargen.train(path, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize(
-    "options",
-    [dict(seq_len=0), dict(batch_size=-1), dict(lr=0), dict(lr=float("nan")), dict(clip=-1), dict(max_time=0), dict(precision="fp8")],
-)
-def test_options_out_of_range(options):
-    with pytest.raises(OptionError):
-        TrainConfig(**options)
 
 
 def rates_over(trainer: Trainer, steps: int) -> list[float]:
