@@ -3,6 +3,7 @@ folder current while the loop (loop.py) trains."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 from collections.abc import Iterator
@@ -66,9 +67,11 @@ class RunFolder(Keeper):
     def stepped(self, trainer: Trainer) -> None:
         """A few lines from the model as it is now, every --sample-every steps, so the user watches it learn."""
         every, step = trainer.config.sample_every, trainer.progress.step
-        if not every or step % every or trainer.device.type != "cpu":  # the sampler's steps run on the CPU
+        if not every or step % every:
             return
-        text = Sampler(trainer.model, trainer.corpus.vocab, precision="fp32").generate(length=200, temperature=0.8, seed=step)
+        on_cpu = trainer.device.type == "cpu"
+        model = trainer.model if on_cpu else copy.deepcopy(trainer.model).cpu()  # the sampler's steps run on the CPU
+        text = Sampler(model, trainer.corpus.vocab, precision="fp32").generate(length=200, temperature=0.8, seed=step)
         trainer.model.train()
         trainer.display.log(f"sample at step {step}:\n{text.strip()}\n")
 

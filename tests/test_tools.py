@@ -78,6 +78,25 @@ def test_tensorboard_and_samples_while_training(tmp_path, tiny_file):
     assert found["bits per character_validation"] == pytest.approx([r["val_bpc"] for r in records])
 
 
+def test_samples_while_training_off_the_cpu_come_from_a_cpu_copy(trained):
+    """A model training on a GPU is sampled from a copy on the CPU, where the sampler's steps run; it keeps training as it was."""
+    from types import SimpleNamespace
+
+    from chargen.config import TrainConfig
+    from chargen.run import RunFolder
+
+    lm = chargen.load(trained)
+    model = lm.model.train()
+    shown = []
+    trainer = SimpleNamespace(
+        config=TrainConfig(sample_every=5), progress=SimpleNamespace(step=10), device=torch.device("cuda"), model=model,
+        corpus=SimpleNamespace(vocab=lm.vocab), display=SimpleNamespace(log=shown.append),
+    )
+    RunFolder.stepped(None, trainer)
+    assert len(shown) == 1 and shown[0].startswith("sample at step 10:") and len(shown[0]) > 30
+    assert model.training  # the training model was not switched to evaluation mode
+
+
 def test_corpus_stats_of_war_and_peace():
     result = run("corpus", "stats", shared_corpus("war_and_peace.txt"), "--json")
     assert result.exit_code == 0, result.output
