@@ -5,6 +5,7 @@ import codecs
 import hashlib
 import os
 import stat
+import sys
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,6 +131,17 @@ def _tidy(text: str, newlines: bool) -> str:
     if text.startswith(BOM):
         text = text[1:]
     return text.replace("\r\n", "\n").replace("\r", "\n") if newlines else text
+
+
+def read_prompt(path: str | Path) -> str:
+    """A prompt too long for a command line: a text file read as corpora are (UTF-8, its BOM dropped, line endings
+    made \\n), or standard input for "-"."""
+    if str(path) != "-":
+        return read_text(path)
+    try:
+        return _tidy(sys.stdin.buffer.read().decode("utf-8"), True)
+    except UnicodeDecodeError as e:
+        raise ChargenError(f"standard input is not valid UTF-8 text: byte 0x{e.object[e.start]:02x} at offset {e.start}") from None
 
 
 def _refuse_nul(path: Path, text: str) -> None:

@@ -80,3 +80,23 @@ def test_top_k_and_top_p_filter():
     assert draws(top_k=0, top_p=0.7) == {0, 1}
     assert draws(top_k=0, top_p=0.9) == {0, 1, 2}
     assert draws(top_k=0, top_p=1.0) == {0, 1, 2, 3}
+
+
+def test_a_prompt_from_a_file_or_standard_input_is_the_same_prompt(tmp_path, trained):
+    from click.testing import CliRunner
+
+    from chargen.cli import cli
+
+    prompt = "the quick brown fox\njumps over"
+    (tmp_path / "prime.txt").write_bytes(("\ufeff" + prompt.replace("\n", "\r\n")).encode())  # a BOM and CRLF, as a text editor may save it
+    common = ["sample", "-c", str(trained), "-n", "30", "-t", "0", "--precision", "fp32"]
+    runner = CliRunner()
+    given = runner.invoke(cli, [*common, "--prompt", prompt])
+    from_file = runner.invoke(cli, [*common, "--prompt-file", str(tmp_path / "prime.txt")])
+    from_stdin = runner.invoke(cli, [*common, "--prompt-file", "-"], input=prompt.encode())
+    assert given.exit_code == from_file.exit_code == from_stdin.exit_code == 0, from_file.output
+    assert given.stdout.startswith(prompt) and given.stdout == from_file.stdout == from_stdin.stdout
+    both = runner.invoke(cli, [*common, "--prompt", "x", "--prompt-file", str(tmp_path / "prime.txt")])
+    assert both.exit_code == 2 and "give --prompt or --prompt-file, not both" in both.output
+    missing = runner.invoke(cli, [*common, "--prompt-file", str(tmp_path / "nothing.txt")])
+    assert missing.exit_code == 1 and "no such file" in missing.output

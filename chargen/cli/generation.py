@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..corpus import read_prompt
 from ..model import PRECISIONS
 from ..sample import Likeliest, check_options, check_text
 from .common import cli, load_sampler, newest, writing_stdout
@@ -14,6 +15,7 @@ from .common import cli, load_sampler, newest, writing_stdout
 @cli.command()
 @click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint folder  [default: newest under ./checkpoints/]")
 @click.option("--prompt", "-p", default="", help="Text that starts the sample and warms up the model.")
+@click.option("--prompt-file", type=click.Path(path_type=Path, allow_dash=True), help="Read the prompt from FILE (- for standard input) instead.")
 @click.option("--length", "-n", type=int, default=500, show_default=True, help="Characters to generate after the prompt.")
 @click.option("--temperature", "-t", type=float, default=1.0, show_default=True, help="0 is greedy; lower is safer, higher wilder.")
 @click.option("--top-k", type=int, default=0, show_default=True, help="Draw only from the K likeliest characters; 0 is off.")
@@ -22,14 +24,20 @@ from .common import cli, load_sampler, newest, writing_stdout
 @click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, generated as one batch (at most 1,024).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="auto: bf16 steps where the CPU has it natively.")
 def sample(
-    checkpoint: Path | None, prompt: str, length: int, temperature: float, top_k: int, top_p: float, seed: int | None, num_samples: int, precision: str
+    checkpoint: Path | None, prompt: str, prompt_file: Path | None, length: int, temperature: float, top_k: int, top_p: float,
+    seed: int | None, num_samples: int, precision: str,
 ) -> None:
     """Generate text from a trained model; text goes to stdout, messages to stderr.
 
     \b
       chargen sample --prompt "Napoleon was" --length 300 --temperature 0.8
       chargen sample -c checkpoints/tinyshakespeare --num-samples 4 --seed 1
+      chargen sample --prompt-file opening.txt --length 1000
     """
+    if prompt_file is not None:
+        if prompt:
+            raise click.UsageError("give --prompt or --prompt-file, not both")
+        prompt = read_prompt(prompt_file)
     check_text(prompt)  # the options first: a checkpoint can take seconds to read
     check_options(length, temperature, top_k, top_p, num_samples, seed)
     sampler = load_sampler(checkpoint, precision)
