@@ -38,7 +38,8 @@ def write_temporary(folder: Path, name: str, data: bytes) -> Path:
     """data in a new hidden file of folder, flushed to the disk; the caller renames or removes it."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes files private; checkpoints follow the user's umask
+        if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
+            os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes files private; checkpoints follow the user's umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

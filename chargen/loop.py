@@ -213,6 +213,8 @@ class Trainer:
         self.optimizer.load_state_dict(saved.optimizer)
         lanes_here = self.group.lanes_of(saved.lanes, self.config.batch_size)
         self.lane_state = None if lanes_here is None else states.to(lanes_here, self.device)
+        if self.lane_state is not None and self.precision != "bf16":  # saved by a bf16 run, continued in float32
+            self.lane_state = tuple(s.float() for s in self.lane_state)
         torch.set_rng_state(saved.rng)
         if self.group.rank:  # dropout masks differ from rank to rank
             torch.manual_seed((self.config.seed + self.group.rank + saved.progress["step"]) % SEED_LIMIT)

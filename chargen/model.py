@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from dataclasses import asdict, dataclass
 
 import torch
@@ -82,7 +83,10 @@ def available_memory() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # macOS and Windows do not say: nothing is refused for memory there
+        return sys.maxsize
 
 
 def check_fits_in_memory(config: ModelConfig, bytes_per_parameter: int, purpose: str, advice: str = "") -> None:

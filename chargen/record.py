@@ -88,6 +88,8 @@ class RunRecord:
                 chargen_version=data.get("chargen_version", "?"),
             )
             check_types(record)
+            for name, keys in ENTRY_KEYS.items():
+                _check_entry(name, getattr(record, name), keys)
         except ChargenError as e:
             raise ChargenError(f"{path}: {e}") from None
         except KeyError as e:
@@ -108,6 +110,24 @@ class RunRecord:
     @property
     def frozen_embeddings(self) -> bool:
         return bool(self.embeddings and self.embeddings.get("frozen"))
+
+
+NUMBER, OPTIONAL_NUMBER = (int, float), (int, float, type(None))
+ENTRY_KEYS = {  # what the readers of the small entries take from them
+    "progress": {"step": (int,), "chars": (int,), "elapsed_s": NUMBER, "best_val_bpc": OPTIONAL_NUMBER, "last_val_bpc": OPTIONAL_NUMBER},
+    "recipe": {"hidden": (int,), "dropout": NUMBER, "lr": NUMBER, "why": (str,)},
+    "embeddings": {"path": (str,), "frozen": (bool,)},
+}
+
+
+def _check_entry(name: str, entry: dict | None, keys: dict[str, tuple[type, ...]]) -> None:
+    """An entry (absent where it may be) holds each key its readers take, of its kind."""
+    if entry is None:
+        return
+    for key, kinds in keys.items():
+        value = entry.get(key)
+        if key not in entry or isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            raise ChargenError(f"the {name} entry's {key} must be {' or '.join(k.__name__ for k in kinds)}, not {value!r}")
 
 
 def _entry_of(error: Exception) -> str:

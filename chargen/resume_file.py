@@ -73,7 +73,6 @@ class ResumeState:
     progress: dict
 
 
-# Past these sizes a file is none chargen wrote, and nothing of it is read: a character vocabulary lives in config.json.
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -185,6 +184,6 @@ def read_resume(folder: Path, ckpt: Checkpoint | None = None) -> ResumeState:
         if key.startswith("optimizer."):
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
-    lanes = [tensors[f"lanes.{i}"] for i in range(2) if f"lanes.{i}" in tensors]
+    lanes = [tensors[f"lanes.{i}"] for i in range(states.parts(ckpt.model.config.cell)) if f"lanes.{i}" in tensors]
     lane_state = tuple(lanes) if lanes else None
     return ResumeState(model, {"state": state, "param_groups": groups}, lane_state, tensors["rng"], progress)

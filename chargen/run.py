@@ -220,12 +220,12 @@ def train(
     model_config = ModelConfig(vocab_size=1, **{k: v for k, v in given.items() if k in MODEL_OPTIONS})
     corpus_options = CorpusOptions.take(given)
     config = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
-    check_paths(corpus=corpus, out=out, embeddings=embeddings)
+    check_paths(corpus=corpus, out=out, embeddings=embeddings, optional=("out", "embeddings"))
     if freeze_embeddings and embeddings is None:
         raise OptionError("freeze-embeddings needs --embeddings FILE: there is nothing pre-trained to keep fixed")
     if embeddings is not None and model_config.input != "embedding":
         raise OptionError("embeddings needs --input embedding")
-    runtime = Runtime.resolve(config.device, config.precision, config.threads, join=True)  # refused here if this machine lacks them
+    Runtime.resolve(config.device, config.precision)  # a device or precision this machine lacks is refused before any work
     path = corpora.resolve(corpus).resolve()  # recorded as it is, so the checkpoint finds it from any folder
     data = read_corpus(path, corpus_options, cache)
     check_length(data, config, path)
@@ -235,22 +235,23 @@ def train(
     if chosen.hidden is not None:
         check_fits_in_memory(model_config, TRAINING_BYTES_PER_PARAMETER, "train", SMALLER)
     with run_folder(folder):
-        plan = None if chosen.complete else plan_model(model_config, data, config, runtime, chosen)
-        if plan is not None:
-            model_config = replace(model_config, hidden=plan.hidden, dropout=plan.dropout, skip_connections=plan.skip_connections)
-            config = replace(config, lr=plan.lr, batch_size=plan.lanes)
-        check_fits_in_memory(model_config, TRAINING_BYTES_PER_PARAMETER, "train", SMALLER)
-        check_space(folder, model_config)
-        torch.manual_seed(config.seed)
-        model = LanguageModel(model_config)
-        corpus_record = CorpusRecord(
-            str(path), file_sha256(path), data.train_chars + data.val_chars, data.train_chars, data.val_chars, len(data.train), len(data.val), corpus_options
-        )
-        vectors = None
-        if embeddings is not None:
-            covered = initialise_embedding(model.embedding, embeddings, data.vocab.token_texts, freeze_embeddings)
-            vectors = {"path": str(Path(embeddings).resolve()), "covered": covered, "frozen": freeze_embeddings}
         try:
+            runtime = Runtime.resolve(config.device, config.precision, config.threads, join=True)
+            plan = None if chosen.complete else plan_model(model_config, data, config, runtime, chosen)
+            if plan is not None:
+                model_config = replace(model_config, hidden=plan.hidden, dropout=plan.dropout, skip_connections=plan.skip_connections)
+                config = replace(config, lr=plan.lr, batch_size=plan.lanes)
+            check_fits_in_memory(model_config, TRAINING_BYTES_PER_PARAMETER, "train", SMALLER)
+            check_space(folder, model_config)
+            torch.manual_seed(config.seed)
+            model = LanguageModel(model_config)
+            corpus_record = CorpusRecord(
+                str(path), file_sha256(path), data.train_chars + data.val_chars, data.train_chars, data.val_chars, len(data.train), len(data.val), corpus_options
+            )
+            vectors = None
+            if embeddings is not None:
+                covered = initialise_embedding(model.embedding, embeddings, data.vocab.token_texts, freeze_embeddings)
+                vectors = {"path": str(Path(embeddings).resolve()), "covered": covered, "frozen": freeze_embeddings}
             keeper = RunFolder(folder, corpus_record, None if plan is None else plan.to_dict(), vectors, data.vocab, config.tensorboard)
             trainer = Trainer(model, data, config, runtime, TrainingDisplay(quiet=quiet), keeper)
             if vectors is not None:
@@ -262,10 +263,10 @@ def train(
             distributed.shutdown()
 
 
-def check_paths(**paths: object) -> None:
-    """The Python API's paths of the kinds the command line gives them (None where a path is optional: all but the corpus)."""
+def check_paths(optional: tuple[str, ...] = (), **paths: object) -> None:
+    """The Python API's paths of the kinds the command line gives them (None only where a path is optional)."""
     for name, value in paths.items():
-        if not (isinstance(value, (str, os.PathLike)) or name != "corpus" and value is None):
+        if not (isinstance(value, (str, os.PathLike)) or name in optional and value is None):
             raise OptionError(f"{name} must be a path, not {value!r}")
 
 
@@ -277,7 +278,7 @@ def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool 
     changed = set(limits) - LIMITS
     if changed:
         raise OptionError(f"a resumed run keeps its options; only {', '.join(sorted(LIMITS))} can change, not {', '.join(sorted(changed))}")
-    check_paths(folder=folder, text=corpus)
+    check_paths(folder=folder, corpus=corpus, optional=("corpus",))
     folder = Path(folder)
     ckpt = checkpoint.read(folder)
     with store.hold(folder) if distributed.is_writer_process() else contextlib.nullcontext():
@@ -285,7 +286,7 @@ def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool 
         record = ckpt.record
         path = Path(corpus) if corpus is not None else Path(record.corpus.path)
         if not path.is_file():
-            raise ChargenError(f"the run's corpus {path} is not here: name it with  chargen train --resume {folder} CORPUS")
+            raise ChargenError(f"the run's corpus {path} is not here: name it with chargen train --resume {folder} CORPUS")
         if file_sha256(path) != record.corpus.sha256:
             raise ChargenError(f"{path} is not the text this run trained on (its sha256 differs)")
         data = read_corpus(path, record.corpus.options, cache)

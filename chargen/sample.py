@@ -161,7 +161,7 @@ class Sampler:
         """A newline, read before every prompt (nothing if the vocabulary has none).
 
         A model trained with its state carried from window to window has seldom read from a zero state,
-        and from one a prompt can leave it lost (README, Sampling); the state after a newline is one it knows.
+        and from one a prompt can leave it lost (docs/sampling.md); the state after a newline is one it knows.
         """
         try:
             return torch.from_numpy(self.vocab.encode("\n")).long()

@@ -27,13 +27,10 @@ def read_options(path: str | Path, known: set[str]) -> dict:
     except OSError as e:
         raise ChargenError(f"{path}: cannot read it ({e.strerror})") from None
     try:
-        if path.suffix == ".json":
-            loaded = json.loads(raw)
-            options = from_checkpoint_config(loaded, path) if isinstance(loaded, dict) and "format_version" in loaded else loaded
-        else:
-            options = tomllib.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+        loaded = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ChargenError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
+    options = from_checkpoint_config(loaded, path) if path.suffix == ".json" and isinstance(loaded, dict) and "format_version" in loaded else loaded
     if not isinstance(options, dict):
         raise ChargenError(f"{path} must hold a table of options")
     options = {str(k).replace("-", "_"): v for k, v in options.items() if v is not None}

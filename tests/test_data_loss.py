@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import chargen
-from chargen import ChargenError, model
+from chargen import ChargenError, OptionError, model
 from chargen import folder as store
 from chargen.cli import cli
 from chargen.loop import Trainer
@@ -254,3 +254,34 @@ def test_a_bf16_run_saves_its_lanes_and_resumes(tmp_path, tiny_file):
     with safe_open(str(tmp_path / "run" / "resume.safetensors"), framework="pt") as f:
         assert f.get_slice("lanes.0").get_dtype() == "BF16"
     assert chargen.resume(tmp_path / "run", max_steps=9, quiet=True).steps == 9
+
+
+def test_a_config_json_with_a_bad_entry_is_named_as_such_not_as_bad_json(tmp_path, trained):
+    from chargen.settings import read_options
+
+    config = json.loads((trained / "config.json").read_text())
+    del config["training"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ChargenError, match="lacks its 'training' entry") as caught:
+        read_options(tmp_path / "config.json", {"hidden"})
+    assert "not valid JSON" not in str(caught.value)
+    config = json.loads((trained / "config.json").read_text())
+    config["embeddings"] = {"path": "vectors.txt"}  # no "frozen": `train --config` would read it
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ChargenError, match="the embeddings entry's frozen must be bool"):
+        read_options(tmp_path / "config.json", {"hidden"})
+
+
+def test_resume_without_a_folder_is_an_option_error():
+    with pytest.raises(OptionError, match="folder must be a path, not None"):
+        chargen.resume(None)
+
+
+def test_memory_that_cannot_be_read_refuses_nothing(monkeypatch):
+    import builtins
+    import sys
+
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: (_ for _ in ()).throw(OSError("no /proc")) if path == "/proc/meminfo" else real_open(path, *a, **k))
+    monkeypatch.setattr(model.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))  # macOS has no SC_AVPHYS_PAGES
+    assert model.available_memory() == sys.maxsize

@@ -1,13 +1,13 @@
 """`chargen train`: every option of a run, parsed and handed to run.train or run.resume."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from .. import recipe
 from ..config import SCHEDULES, TrainConfig
+from ..distributed import is_writer_process
 from ..errors import ChargenError
 from ..loop import EVAL_EVERY, VALIDATION_SHARE
 from ..model import CELLS, DEVICES, INPUTS, NONLINEARITIES, PRECISIONS, ModelConfig
@@ -101,7 +101,7 @@ def train(ctx: click.Context, corpus: Path | None, resume: Path | None, **option
         raise click.UsageError("name a CORPUS text file to train on, or --resume DIR to continue a run")
     else:
         result = run_training(corpus, **options)
-    if os.environ.get("RANK", "0") != "0":
+    if not is_writer_process():
         return  # under torchrun, rank 0 speaks for the run
     validated = f"validation {result.last_val_bpc:.4f} bpc (best {result.best_val_bpc:.4f})" if result.best_val_bpc < float("inf") else "not validated yet"
     click.echo(
