@@ -173,13 +173,24 @@ def _ascii_compatible(encoding: str) -> bool:
         return False
 
 
+DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime in ns) -> sha256, for this process
+
+
 def file_sha256(path: str | Path) -> str:
-    """The sha256 of a regular file's bytes (anything else is refused, as read_text refuses it)."""
-    digest = hashlib.sha256()
+    """The sha256 of a regular file's bytes (anything else is refused, as read_text refuses it).
+
+    Hashed once per version of the file (its size and modification time) in a process: a run needs the
+    digest for its cache entry and for its record, and a large text takes seconds to hash.
+    """
     with open_regular(Path(path)) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        info = os.fstat(f.fileno())
+        key = (str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
+        if key not in DIGESTS:
+            digest = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+            DIGESTS[key] = digest.hexdigest()
+    return DIGESTS[key]
 
 
 @dataclass
