@@ -1,7 +1,7 @@
 """The encoded-text cache: a corpus encoded once is kept between runs, checked whenever it is read, and bounded.
 
-An entry is one .npz in $XDG_CACHE_HOME/chargen (else ~/.cache/chargen), named by the sha256 of the text
-file and the options that shape its encoding. Its mtime is its last use: the least recently used entries
+An entry is one .npz in $XDG_CACHE_HOME/chargen (else ~/.cache/chargen), named by the sha256 sums of the
+text files and the options that shape their encoding. Its mtime is its last use: the least recently used entries
 go first when the cache holds more than MAX_ENTRIES entries or MAX_BYTES bytes.
 """
 from __future__ import annotations
@@ -11,22 +11,23 @@ import itertools
 import json
 import os
 import stat
-import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .config import CorpusOptions
-from .corpus import Corpus, check_start, file_sha256
-from .errors import ChargenError, first_line
-from .vocabulary import Vocab, from_record
+from .corpus import Corpus, file_sha256
+from .sources import read_joined
+from .errors import ChargenError, first_line, warn
+from .finetune import extend_vocabulary
+from .vocabulary import Vocab, build_vocabulary, from_record
 
-CACHE_FORMAT = 3  # part of every key: entries of another layout are never read (and age out)
+CACHE_FORMAT = 4  # part of every key: entries of another layout are never read (and age out)
 MAX_BYTES = 2 << 30
 MAX_ENTRIES = 32
 STALE_S = 3600  # a temporary file older than this was left by a run that was killed while saving
@@ -46,7 +47,7 @@ class Entry:
     path: Path
     size: int  # bytes on disk
     used: float  # last use, in seconds since the epoch (the file's mtime)
-    source: str | None  # the text file it encodes, as it was named when the entry was made; None if unreadable
+    source: str | None  # the text files it encodes, as they were named when the entry was made; None if unreadable
 
 
 def folder() -> Path:
@@ -55,30 +56,39 @@ def folder() -> Path:
     return (Path(home) if os.path.isabs(home) else Path.home() / ".cache") / "chargen"
 
 
-def entry_path(source: Path, options: dict) -> Path:
-    """The entry of a file's contents (their sha256) encoded with these options."""
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT, file_sha256(source), options], sort_keys=True).encode()).hexdigest()[:32]
+def entry_path(sources: Sequence[Path], options: dict) -> Path:
+    """The entry of the files' contents (their sha256 sums, in order) encoded with these options."""
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, [file_sha256(s) for s in sources], options], sort_keys=True).encode()).hexdigest()[:32]
     return folder() / f"{key}{ENTRY}"
 
 
-def read_corpus(path: str | Path, options: CorpusOptions, use_cache: bool = True) -> Corpus:
-    """A text file's corpus: from the cache when it holds a sound entry for the file and options, else encoded (and kept)."""
+def read_corpus(
+    paths: Sequence[Path], options: CorpusOptions, use_cache: bool = True, skip_non_text: bool = False, base: Vocab | None = None
+) -> tuple[Corpus, list[Path]]:
+    """The corpus of text files joined (sources.read_joined), and the files it holds: encoded from the cache when it
+    holds a sound entry for their contents and the options (and the base vocabulary, fine-tuning), else encoded and kept."""
+    text, kept = read_joined(paths, options, skip_non_text)
+
     def build() -> Corpus:
-        return Corpus.from_file(path, **options.to_dict())
+        vocab = None if base is None else extend_vocabulary(base, build_vocabulary(text, options.tokenizer, options.vocab_size, options.min_frequency))
+        return Corpus.from_text(text, options.val_fraction, options.tokenizer, options.vocab_size, options.min_frequency, vocab)
 
-    if not use_cache:
-        return build()
-    check_start(path, options.encoding, options.keep_newlines)  # before the cache hashes the whole file: a 4 GB file of NULs is refused at once
-    return cached(Path(path), options.to_dict(), build)
+    key = options.to_dict() if base is None else {**options.to_dict(), "base": base.to_record()[0], "base_files": _digests(base)}
+    return (cached(kept, key, build) if use_cache else build()), kept
 
 
-def cached(source: Path, options: dict, build: Callable[[], Corpus]) -> Corpus:
+def _digests(vocab: Vocab) -> dict[str, str]:
+    """The sha256 of each file of a vocabulary's record: a word base vocabulary's tokenizer.json is part of the key."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in vocab.to_record()[1].items()}
+
+
+def cached(sources: Sequence[Path], options: dict, build: Callable[[], Corpus]) -> Corpus:
     """The corpus from its entry when that is sound, else built and kept; a cache that cannot be used is skipped with a warning."""
-    path = entry_path(source, options)
+    path = entry_path(sources, options)
     corpus = _lookup(path)
     if corpus is None:
         corpus = build()
-        _keep(corpus, path, source)
+        _keep(corpus, path, sources)
     return corpus
 
 
@@ -101,37 +111,37 @@ def _lookup(path: Path) -> Corpus | None:
     return corpus
 
 
-def _keep(corpus: Corpus, path: Path, source: Path) -> None:
+def _keep(corpus: Corpus, path: Path, sources: Sequence[Path]) -> None:
     """Save the entry and bound the cache; a cache that cannot be written is skipped with a warning, and the run goes on."""
     if corpus.train.nbytes + corpus.val.nbytes > MAX_BYTES:
         return  # it would be removed again at once
     try:
-        save(corpus, path, source)
+        save(corpus, path, sources)
     except OSError as e:
         warn(f"cannot write the cache in {path.parent} ({e.strerror or e}): going on without it")
         return
     bound()
 
 
-def save(corpus: Corpus, path: Path, source: Path | None = None) -> None:
+def save(corpus: Corpus, path: Path, sources: Sequence[Path] = ()) -> None:
     """The entry in one .npz with a checksum of its arrays, written to a temporary file and renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=TEMPORARY)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **sealed(corpus_arrays(corpus, source)))
+            np.savez(f, **sealed(corpus_arrays(corpus, sources)))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)  # a full disk or a Ctrl-C leaves no partial file behind
         raise
 
 
-def corpus_arrays(corpus: Corpus, source: Path | None) -> dict[str, np.ndarray]:
+def corpus_arrays(corpus: Corpus, sources: Sequence[Path]) -> dict[str, np.ndarray]:
     """Everything an entry holds but its checksum; the vocabulary is its record, as a checkpoint keeps it, in two JSON fields."""
     entry, files = corpus.vocab.to_record()
     return {
         "format": np.array(CACHE_FORMAT),
-        "source": np.array("" if source is None else str(Path(source).absolute())),
+        "source": np.array(json.dumps([str(Path(s).absolute()) for s in sources])),
         "vocab": np.array(json.dumps(entry)),
         "vocab_files": np.array(json.dumps({name: data.decode() for name, data in files.items()})),
         "chars": np.array([corpus.train_chars, corpus.val_chars], dtype=np.int64),
@@ -213,9 +223,12 @@ def entries() -> list[Entry]:
 def _source(path: Path) -> str | None:
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return str(npz["source"]) or None
-    except UNREADABLE:
+            sources = json.loads(str(npz["source"]))
+    except (*UNREADABLE, RecursionError):
         return None
+    if not isinstance(sources, list) or not sources:
+        return None
+    return str(sources[0]) + (f" and {len(sources) - 1:,} more" if len(sources) > 1 else "")
 
 
 def clear() -> tuple[int, int]:
@@ -257,8 +270,3 @@ def _files(suffix: str) -> list[tuple[Path, os.stat_result]]:
         if stat.S_ISREG(info.st_mode):
             found.append((path, info))
     return found
-
-
-def warn(message: str) -> None:
-    """A one-line warning where a user of the command line sees it (Python's warnings are filtered and multi-line)."""
-    sys.stderr.write(f"chargen: warning: {message}\n")

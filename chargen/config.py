@@ -17,7 +17,7 @@ DEFAULT_EPOCHS = 10  # the limit of a run given none
 
 @dataclass(frozen=True)
 class CorpusOptions:
-    """How a text file becomes a training stream: its split, decoding, line endings and tokenizer."""
+    """How text files become a training stream: their split, decoding, line endings, the separator between them, and the tokenizer."""
 
     val_fraction: float = 0.05  # the last part of the text, held out for validation
     encoding: str = "utf-8"
@@ -25,6 +25,7 @@ class CorpusOptions:
     tokenizer: str = "char"  # char, word or bpe
     vocab_size: int | None = None  # the largest word or BPE vocabulary; None: tokenizer.DEFAULT_VOCAB_SIZE
     min_frequency: int = 2  # fewest occurrences for a word or merge to enter the vocabulary
+    separator: str = "\n"  # between the texts of many files: after a text's last newline, a blank line
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -24,27 +24,52 @@ BOM = "\ufeff"
 HEAD = 1 << 16  # bytes read first: binary content shows there, before a large file (or /dev/zero) is read whole
 
 
+BLOCK = 1 << 20  # bytes decoded at a time: no text is ever held whole to be read
+
+
+class NotText(ChargenError):
+    """A file that is not text in the encoding given: binary (a NUL), or bytes that do not decode."""
+
+
 def read_text(path: str | Path, encoding: str = "utf-8", keep_newlines: bool = False) -> str:
     """Read a whole text file; decoding and line-ending problems become one-line ChargenErrors."""
-    path = Path(path)
-    with _open_text(path, encoding, keep_newlines) as f:
-        raw = f.read()
-    ascii_newlines = _ascii_compatible(encoding)
-    if not keep_newlines and ascii_newlines:  # on the bytes: one copy of a large text fewer than on the str
-        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    body = memoryview(raw)
-    if _is_utf8(encoding) and raw.startswith(BOM.encode()):
-        body = body[len(BOM.encode()) :]  # dropped before decoding: slicing a large str would copy it
-    try:
-        text = str(body, encoding)
-    except UnicodeDecodeError:
-        with open_regular(path) as f:  # the bytes read may have had their line endings changed: the file's own offset
-            raise _not_text(path, encoding, f.read()) from None
-    text = _tidy(text, newlines=not keep_newlines and not ascii_newlines)
-    _refuse_nul(path, text)
+    text = "".join(text_blocks(path, encoding, keep_newlines))
     if not text:
         raise ChargenError(f"{path} holds no text")
     return text
+
+
+def text_blocks(path: str | Path, encoding: str = "utf-8", keep_newlines: bool = False) -> Iterator[str]:
+    """A text file as it is read, block by block: decoded, its BOM dropped and (unless kept) its line endings made \\n.
+
+    A bad byte or a NUL is refused when its block is reached, naming the file's own byte offset or the
+    text's character position, so a large binary file is refused without being read whole.
+    """
+    path = Path(path)
+    with _open_text(path, encoding, keep_newlines) as f:
+        decoder = codecs.getincrementaldecoder(encoding)()
+        fed = chars = 0  # bytes given to the decoder, characters yielded
+        held = ""  # a last \r waits for the next block: it may be half of a \r\n
+        while True:
+            raw = f.read(BLOCK)
+            pending = decoder.getstate()[0]  # bytes of a character the last block cut, decoded with this one
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                raise _not_text(path, encoding, pending + raw, e.start, fed - len(pending)) from None
+            fed += len(raw)
+            if chars == 0 and not held and text.startswith(BOM):
+                text = text[1:]
+            if not keep_newlines:
+                text = held + text
+                held = "\r" if raw and text.endswith("\r") else ""
+                text = (text[:-1] if held else text).replace("\r\n", "\n").replace("\r", "\n")
+            _refuse_nul(path, text, chars)
+            chars += len(text)
+            if text:
+                yield text
+            if not raw:
+                return
 
 
 FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -121,8 +146,8 @@ def _check_head(path: Path, head: bytes, encoding: str, keep_newlines: bool) -> 
     """Refuse a file whose first block is not text (a NUL, an undecodable byte) before the rest of it is read."""
     try:
         text = codecs.getincrementaldecoder(encoding)().decode(head)  # not final: a character cut at the block's end waits
-    except UnicodeDecodeError:
-        raise _not_text(path, encoding, head, final=False) from None
+    except UnicodeDecodeError as e:
+        raise _not_text(path, encoding, head, e.start) from None
     _refuse_nul(path, _tidy(text, newlines=not keep_newlines))
 
 
@@ -144,33 +169,21 @@ def read_prompt(path: str | Path) -> str:
         raise ChargenError(f"standard input is not valid UTF-8 text: byte 0x{e.object[e.start]:02x} at offset {e.start}") from None
 
 
-def _refuse_nul(path: Path, text: str) -> None:
+def _refuse_nul(path: Path, text: str, before: int = 0) -> None:
+    """A NUL is no character of a text: the file is binary (position counts from the text's start, before characters in)."""
     nul = text.find("\x00")
     if nul >= 0:
-        raise ChargenError(f"{path} looks binary, not text: NUL character at position {nul}")
+        raise NotText(f"{path} looks binary, not text: NUL character at position {before + nul}")
 
 
-def _not_text(path: Path, encoding: str, raw: bytes, final: bool = True) -> ChargenError:
-    """The error naming the first byte of raw (the file's own bytes, from its start) that does not decode."""
-    try:
-        codecs.getincrementaldecoder(encoding)().decode(raw, final)
-        where = "undecodable bytes"
-    except UnicodeDecodeError as e:
-        where = f"byte 0x{raw[e.start]:02x} at offset {e.start}"
+def _not_text(path: Path, encoding: str, raw: bytes, at: int, offset: int = 0) -> NotText:
+    """The error naming raw[at], the byte that does not decode; raw starts at the file's byte offset."""
     hint = "; if it is text, name its encoding with --encoding" if _is_utf8(encoding) else ""
-    return ChargenError(f"{path} is not valid {encoding} text: {where}{hint}")
+    return NotText(f"{path} is not valid {encoding} text: byte 0x{raw[at]:02x} at offset {offset + at}{hint}")
 
 
 def _is_utf8(encoding: str) -> bool:
     return encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-
-
-def _ascii_compatible(encoding: str) -> bool:
-    """Whether bytes 0x0a and 0x0d always mean \\n and \\r in this encoding (UTF-8, Latin-1, ..., not UTF-16)."""
-    try:
-        return "\r\n".encode(encoding) == b"\r\n" and not encoding.lower().replace("_", "-").startswith(("utf-16", "utf-32"))
-    except LookupError:
-        return False
 
 
 DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime in ns) -> sha256, for this process
@@ -209,26 +222,26 @@ class Corpus:
 
     @classmethod
     def from_text(
-        cls, text: str, val_fraction: float = 0.05, tokenizer: str = "char", vocab_size: int | None = None, min_frequency: int = 2
+        cls,
+        text: str,
+        val_fraction: float = 0.05,
+        tokenizer: str = "char",
+        vocab_size: int | None = None,
+        min_frequency: int = 2,
+        vocab: Vocab | None = None,
     ) -> Corpus:
-        """The vocabulary comes from the whole text, so characters seen only in validation are known."""
+        """The vocabulary comes from the whole text, so characters seen only in validation are known, unless one is given
+        (a fine-tuned model's, finetune.extend_vocabulary)."""
         CorpusOptions(val_fraction, tokenizer=tokenizer, vocab_size=vocab_size, min_frequency=min_frequency)  # checked as for a run
-        n_val = int(round(len(text) * val_fraction))
-        if len(text) < 4:
-            raise ChargenError(f"the text has {len(text)} characters: too short to split into training and validation")
-        if n_val < 2 or len(text) - n_val < 2:
-            raise ChargenError(
-                f"the text has {len(text):,} characters, too short to split by val-fraction {val_fraction:g} ({n_val:,} for validation, "
-                f"{len(text) - n_val:,} for training; each needs at least 2): choose a val-fraction from {2 / len(text):.2g} to {1 - 2 / len(text):.4g}"
-            )
-        vocab = build_vocabulary(text, tokenizer, vocab_size, min_frequency)
-        if tokenizer == "char":  # one encoding, split as views
+        n_val = validation_size(len(text), val_fraction)
+        if vocab is None:
+            vocab = build_vocabulary(text, tokenizer, vocab_size, min_frequency)
+        if vocab.kind == "char":  # one encoding, split as views
             data = vocab.encode(text)
             train, val = data[:-n_val], data[-n_val:]
         else:
             train, val = vocab.encode(text[:-n_val]), vocab.encode(text[-n_val:])
-        if len(train) < 2 or len(val) < 2:
-            raise ChargenError(f"the text has {len(train) + len(val)} tokens: too short to split into training and validation")
+        check_tokens(len(train), len(val))
         return cls(vocab, train, val, len(text) - n_val, n_val)
 
     @classmethod
@@ -244,6 +257,24 @@ class Corpus:
     ) -> Corpus:
         """The corpus of a text file, read and encoded (cache.read_corpus keeps it for the next run)."""
         return cls.from_text(read_text(path, encoding, keep_newlines), val_fraction, tokenizer, vocab_size, min_frequency)
+
+
+def validation_size(characters: int, val_fraction: float) -> int:
+    """The characters held out at the end of a text for validation; a text too short to split is refused."""
+    n_val = int(round(characters * val_fraction))
+    if characters < 4:
+        raise ChargenError(f"the text has {characters} characters: too short to split into training and validation")
+    if n_val < 2 or characters - n_val < 2:
+        raise ChargenError(
+            f"the text has {characters:,} characters, too short to split by val-fraction {val_fraction:g} ({n_val:,} for validation, "
+            f"{characters - n_val:,} for training; each needs at least 2): choose a val-fraction from {2 / characters:.2g} to {1 - 2 / characters:.4g}"
+        )
+    return n_val
+
+
+def check_tokens(train: int, val: int) -> None:
+    if train < 2 or val < 2:
+        raise ChargenError(f"the text has {train + val} tokens: too short to split into training and validation")
 
 
 def lanes(data: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+import types
 import typing
 
 
@@ -24,6 +26,8 @@ KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "
 
 def _holds(value: object, kind: type) -> bool:
     """isinstance, except that a bool is no number and a whole number is also a float."""
+    if typing.get_origin(kind) is list:  # list[X]: a list of X
+        return isinstance(value, list) and all(_holds(v, typing.get_args(kind)[0]) for v in value)
     if kind is bool:
         return isinstance(value, bool)
     if kind in (int, float) and isinstance(value, bool):
@@ -36,10 +40,11 @@ def check_types(options: object) -> None:
     hints = typing.get_type_hints(type(options))
     for field in dataclasses.fields(options):
         value = getattr(options, field.name)
-        kinds = typing.get_args(hints[field.name]) or (hints[field.name],)
+        hint = hints[field.name]
+        kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
         if value is None and type(None) in kinds or any(_holds(value, k) for k in kinds if k is not type(None)):
             continue
-        wanted = " or ".join(KINDS.get(k, k.__name__) for k in kinds if k is not type(None))
+        wanted = " or ".join(KINDS.get(typing.get_origin(k) or k, k.__name__) for k in kinds if k is not type(None))
         raise OptionError(f"{field.name.replace('_', '-')} must be {wanted}, not {value!r}")
 
 
@@ -50,3 +55,8 @@ def check_seed(seed: int | None) -> None:
     """A seed torch's generators take whole: a larger or negative one is refused, not wrapped round."""
     if seed is not None and not 0 <= seed < SEED_LIMIT:
         raise OptionError(f"seed must be a whole number from 0 to {SEED_LIMIT - 1}, not {seed}")
+
+
+def warn(message: str) -> None:
+    """A one-line warning where a user of the command line sees it (Python's warnings are filtered and multi-line)."""
+    sys.stderr.write(f"chargen: warning: {message}\n")

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
-from .corpus import file_sha256, read_text
-from .record import CorpusRecord
-from .errors import ChargenError, OptionError, check_types
+from .corpus import read_text
+from .errors import OptionError, check_types
+from .inputs import validation_split
 from .ngram import WordTrigram
 from .predict import is_word_char, split_point
 from .sample import Sampler, check_text
@@ -78,17 +78,6 @@ class Scoring:
             raise OptionError(f"words must be at least 1, not {self.words}")
 
 
-def corpus_split(corpus: CorpusRecord) -> tuple[str, str]:
-    """(validation, training) text of the corpus a checkpoint was trained on, checked against its sha256."""
-    path = Path(corpus.path)
-    if not path.is_file():
-        raise ChargenError(f"the checkpoint's corpus {path} is not here: name a FILE to evaluate on")
-    if file_sha256(path) != corpus.sha256:
-        raise ChargenError(f"{path} has changed since the checkpoint was trained (its sha256 differs): name a FILE to evaluate on")
-    text = read_text(path, corpus.options.encoding, corpus.options.keep_newlines)
-    return text[-corpus.val_characters :], text[: -corpus.val_characters]
-
-
 @torch.inference_mode()
 def evaluate_text(sampler: Sampler, text: str, max_words: int | None = 1000, k: int = 5, baseline: WordTrigram | None = None) -> dict:
     """Read the text once as one stream, state carried: total bits, and top-1/top-k next-word hits at chosen words.
@@ -143,14 +132,14 @@ def evaluate(path: str | Path | None = None, file: str | Path | None = None, max
     ckpt = checkpoint.read(folder)
     sampler = Sampler(ckpt.model, ckpt.vocab, folder)
     if file is None:
-        text, train_text = corpus_split(ckpt.record.corpus)
-        name = f"{ckpt.record.corpus.path} (validation part)"
+        text, train_text = validation_split(ckpt.record.corpus)
+        name = f"{ckpt.record.corpus.name} (validation part)"
     else:
         corpus = ckpt.record.corpus.options
         text = read_text(file, corpus.encoding, corpus.keep_newlines)
         name, train_text = str(file), None
     if baseline and train_text is None:
-        train_text = corpus_split(ckpt.record.corpus)[1]  # the baseline counts what the model trained on
+        train_text = validation_split(ckpt.record.corpus)[1]  # the baseline counts what the model trained on
     trigram = WordTrigram.fit(words(train_text)) if baseline else None
     r = evaluate_text(sampler, text, max_words, 5, trigram)
     return Report(

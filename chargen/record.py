@@ -13,30 +13,49 @@ from .version import __version__
 from .config import CorpusOptions, TrainConfig
 from .errors import ChargenError, check_types
 from .model import ModelConfig
+from .sources import Source
 
 FORMAT_VERSION = 1
 
 
 @dataclass
 class CorpusRecord:
-    """The text a run trained on: where it is, its sha256, how it was read, and its sizes."""
+    """The texts a run trained on: the files in the order joined, how they were read, and the sizes of the split."""
 
-    path: str  # absolute, so the checkpoint finds it from any folder
-    sha256: str
+    files: list[Source]
     characters: int
     train_characters: int
     val_characters: int
     train_tokens: int
     val_tokens: int
     options: CorpusOptions
+    prepared: str | None = None  # the `chargen prepare` folder the run read them from, encoded
+
+    @property
+    def name(self) -> str:
+        """The corpus as a line names it."""
+        if self.prepared is not None:
+            return self.prepared
+        more = len(self.files) - 1
+        return self.files[0].path + (f" and {more:,} more file{'s' * (more > 1)}" if more else "")
 
     def to_json(self) -> dict:
-        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}, **self.options.to_dict()}
+        entry = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("options", "files", "prepared")}
+        if self.prepared is not None:
+            entry["prepared"] = self.prepared
+        return {"files": [source.to_json() for source in self.files], **entry, **self.options.to_dict()}
 
     @classmethod
     def from_json(cls, entry: dict) -> CorpusRecord:
         options = CorpusOptions(**{f.name: entry[f.name] for f in fields(CorpusOptions) if f.name in entry})
-        record = cls(**{f.name: entry[f.name] for f in fields(cls) if f.name != "options"}, options=options)
+        if "files" not in entry and "path" in entry:  # one text file, as runs recorded it before many
+            entry = {**entry, "files": [{"path": entry["path"], "sha256": entry["sha256"]}]}
+        files = entry["files"]
+        if not isinstance(files, list) or not files or not all(isinstance(f, dict) for f in files):
+            raise ChargenError("the corpus entry's files must be a list of the files' paths and sha256 sums")
+        sources = [Source(**f) for f in files]
+        scalars = {f.name: entry[f.name] for f in fields(cls) if f.name not in ("options", "files", "prepared")}
+        record = cls(files=sources, **scalars, options=options, prepared=entry.get("prepared"))
         check_types(record)
         return record
 
@@ -51,6 +70,7 @@ class RunRecord:
     progress: dict  # step, chars, elapsed_s, best_val_bpc, last_val_bpc: what `chargen info` shows
     recipe: dict | None = None  # what the recipe chose and why, when it chose
     embeddings: dict | None = None  # path, covered, frozen: pre-trained vectors the run started from
+    init_from: dict | None = None  # path, sha256 (of its weights), frozen_layers: the checkpoint a fine-tune started from
     chargen_version: str = __version__
 
     def to_json(self) -> dict:
@@ -62,7 +82,7 @@ class RunRecord:
             "training": {**asdict(self.training), "precision_used": self.precision_used},
             "corpus": self.corpus.to_json(),
         }
-        record.update({name: getattr(self, name) for name in ("recipe", "embeddings") if getattr(self, name) is not None})
+        record.update({name: getattr(self, name) for name in ("recipe", "embeddings", "init_from") if getattr(self, name) is not None})
         return {**record, "progress": self.progress}
 
     @classmethod
@@ -85,6 +105,7 @@ class RunRecord:
                 progress=data["progress"],
                 recipe=data.get("recipe"),
                 embeddings=data.get("embeddings"),
+                init_from=data.get("init_from"),
                 chargen_version=data.get("chargen_version", "?"),
             )
             check_types(record)
@@ -102,9 +123,12 @@ class RunRecord:
         """The options of `chargen train` the run was started with: rerunning them retrains the same model."""
         options = {k: v for k, v in self.model.to_dict().items() if k != "vocab_size"}
         options.update(asdict(self.training))
-        options.update(self.corpus.options.to_dict(), corpus=self.corpus.path)
+        corpus = [self.corpus.prepared] if self.corpus.prepared is not None else [f.path for f in self.corpus.files]
+        options.update(self.corpus.options.to_dict(), corpus=corpus)
         if self.embeddings:
             options["embeddings"], options["freeze_embeddings"] = self.embeddings["path"], self.embeddings["frozen"]
+        if self.init_from:
+            options["init_from"], options["freeze"] = self.init_from["path"], self.init_from["frozen_layers"] or None
         return options
 
     @property
@@ -117,6 +141,7 @@ ENTRY_KEYS = {  # what the readers of the small entries take from them
     "progress": {"step": (int,), "chars": (int,), "elapsed_s": NUMBER, "best_val_bpc": OPTIONAL_NUMBER, "last_val_bpc": OPTIONAL_NUMBER},
     "recipe": {"hidden": (int,), "dropout": NUMBER, "lr": NUMBER, "why": (str,)},
     "embeddings": {"path": (str,), "frozen": (bool,)},
+    "init_from": {"path": (str,), "sha256": (str,), "frozen_layers": (int,)},
 }
 
 

@@ -6,18 +6,19 @@ import contextlib
 import copy
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 
-from . import checkpoint, corpora, distributed, recipe, resume_file
+from . import checkpoint, distributed, recipe, resume_file
 from . import folder as store
-from .cache import read_corpus
 from .config import CorpusOptions, TrainConfig
-from .corpus import Corpus, file_sha256
+from .corpus import Corpus
 from .embeddings import initialise_embedding
+from .finetune import extend_model, fine_tuning_base, freeze_lower_layers
+from .inputs import names_of, open_corpus, reopen
 from .errors import ChargenError, OptionError
 from .loop import Keeper, Trainer, TrainResult
 from .model import LanguageModel, ModelConfig, check_fits_in_memory
@@ -37,8 +38,10 @@ PACE_WARNING = 2.0  # a run this many times faster or slower than the recipe's p
 class RunFolder(Keeper):
     """Keeps a run's checkpoint folder current: each save replaces its files together (folder.py)."""
 
-    def __init__(self, folder: Path, corpus: CorpusRecord, recipe: dict | None, embeddings: dict | None, vocab: Vocab, tensorboard: bool):
-        self.folder, self.corpus, self.recipe, self.embeddings = folder, corpus, recipe, embeddings
+    def __init__(
+        self, folder: Path, corpus: CorpusRecord, recipe: dict | None, embeddings: dict | None, vocab: Vocab, tensorboard: bool, init_from: dict | None = None
+    ):
+        self.folder, self.corpus, self.recipe, self.embeddings, self.init_from = folder, corpus, recipe, embeddings, init_from
         self.vocabulary_entry, self.vocabulary_files = vocab.to_record()
         self.tensorboard = open_tensorboard(folder) if tensorboard and distributed.is_writer_process() else None
         self.metrics: list[dict] = []  # every evaluation of the run, rewritten whole with each save
@@ -115,7 +118,9 @@ class RunFolder(Keeper):
         """What config.json says of the run as it stands."""
         p = trainer.progress
         progress = {"step": p.step, "chars": trainer.chars, "elapsed_s": round(p.elapsed_s, 3), "best_val_bpc": p.best_val, "last_val_bpc": p.last_val}
-        return RunRecord(trainer.model.config, self.vocabulary_entry, trainer.config, trainer.precision, self.corpus, progress, self.recipe, self.embeddings)
+        return RunRecord(
+            trainer.model.config, self.vocabulary_entry, trainer.config, trainer.precision, self.corpus, progress, self.recipe, self.embeddings, self.init_from
+        )
 
 
 def open_tensorboard(folder: Path):
@@ -170,7 +175,7 @@ def check_space(folder: Path, model_config: ModelConfig) -> None:
         raise ChargenError(f"{folder} has {free / 1e6:,.1f} MB free; this model's checkpoint needs about {needed / 1e6:,.1f} MB")
 
 
-def check_length(data: Corpus, config: TrainConfig, path: Path) -> None:
+def check_length(data: Corpus, config: TrainConfig, path: str) -> None:
     needed = config.batch_size * config.seq_len + 1
     if len(data.train) < needed:
         raise ChargenError(
@@ -180,7 +185,7 @@ def check_length(data: Corpus, config: TrainConfig, path: Path) -> None:
         )
 
 
-def describe(trainer: Trainer, path: Path, keeper: RunFolder) -> None:
+def describe(trainer: Trainer, path: str, keeper: RunFolder) -> None:
     """The run in a line or two, as the trainer has set it up."""
     data, config, group = trainer.corpus, trainer.config, trainer.group
     unit = "characters" if data.vocab.kind == "char" else f"{data.vocab.kind} tokens"
@@ -200,36 +205,47 @@ def describe(trainer: Trainer, path: Path, keeper: RunFolder) -> None:
 
 
 def train(
-    corpus: str | Path,
+    corpus: str | Path | Sequence[str | Path],
     out: str | Path | None = None,
     *,
     overwrite: bool = False,
     embeddings: str | Path | None = None,
     freeze_embeddings: bool = False,
+    init_from: str | Path | None = None,
+    freeze: int | None = None,
+    skip_non_text: bool = False,
     cache: bool = True,
     quiet: bool = False,
     **options,
 ) -> TrainResult:
-    """Train a model on a text file and write its checkpoint folder; options are fields of ModelConfig, TrainConfig
-    and CorpusOptions, and those the recipe would choose (recipe.Choices) are kept as given."""
+    """Train a model on text files (a file, several, folders, globs) or a prepared folder, and write its checkpoint
+    folder; options are fields of ModelConfig, TrainConfig and CorpusOptions, and those the recipe would choose
+    (recipe.Choices) are kept as given. init_from starts from a trained checkpoint (fine-tuning), freeze keeps its
+    lowest layers fixed."""
     unknown = set(options) - MODEL_OPTIONS - {f.name for f in fields(TrainConfig)} - {f.name for f in fields(CorpusOptions)}
     if unknown:
         raise OptionError(f"unknown option{'s' * (len(unknown) > 1)} {', '.join(sorted(unknown))}")
+    names = names_of(corpus)
+    for name in names or [None]:
+        check_paths(corpus=name)
+    check_paths(out=out, embeddings=embeddings, init_from=init_from, optional=("out", "embeddings", "init_from"))
+    if freeze is not None and init_from is None:
+        raise OptionError("freeze keeps layers of a trained model fixed: it needs --init-from CHECKPOINT")
+    base = None if init_from is None else fine_tuning_base(Path(init_from), options, embeddings, freeze)  # its architecture becomes options
     chosen = recipe.Choices.take(options)  # what is not given, the recipe decides
     given = options | chosen.given()
     model_config = ModelConfig(vocab_size=1, **{k: v for k, v in given.items() if k in MODEL_OPTIONS})
+    corpus_given = {f.name for f in fields(CorpusOptions)} & set(given)
     corpus_options = CorpusOptions.take(given)
     config = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
-    check_paths(corpus=corpus, out=out, embeddings=embeddings, optional=("out", "embeddings"))
     if freeze_embeddings and embeddings is None:
         raise OptionError("freeze-embeddings needs --embeddings FILE: there is nothing pre-trained to keep fixed")
     if embeddings is not None and model_config.input != "embedding":
         raise OptionError("embeddings needs --input embedding")
     Runtime.resolve(config.device, config.precision)  # a device or precision this machine lacks is refused before any work
-    path = corpora.resolve(corpus).resolve()  # recorded as it is, so the checkpoint finds it from any folder
-    data = read_corpus(path, corpus_options, cache)
-    check_length(data, config, path)
-    folder = Path(out) if out is not None else checkpoint.DEFAULT_ROOT / path.stem
+    data, corpus_record = open_corpus(names, corpus_options, corpus_given, cache, skip_non_text, None if base is None else base.vocab)
+    check_length(data, config, corpus_record.name)
+    folder = Path(out) if out is not None else checkpoint.DEFAULT_ROOT / Path(corpus_record.files[0].path if len(names) == 1 and corpus_record.prepared is None else names[0]).stem
     check_out(folder, overwrite)
     model_config = replace(model_config, vocab_size=len(data.vocab))
     if chosen.hidden is not None:
@@ -244,20 +260,22 @@ def train(
             check_fits_in_memory(model_config, TRAINING_BYTES_PER_PARAMETER, "train", SMALLER)
             check_space(folder, model_config)
             torch.manual_seed(config.seed)
-            model = LanguageModel(model_config)
-            corpus_record = CorpusRecord(
-                str(path), file_sha256(path), data.train_chars + data.val_chars, data.train_chars, data.val_chars, len(data.train), len(data.val), corpus_options
-            )
+            model = LanguageModel(model_config) if base is None else extend_model(base.model, model_config)
+            if freeze:
+                freeze_lower_layers(model, freeze)
             vectors = None
             if embeddings is not None:
                 covered = initialise_embedding(model.embedding, embeddings, data.vocab.token_texts, freeze_embeddings)
                 vectors = {"path": str(Path(embeddings).resolve()), "covered": covered, "frozen": freeze_embeddings}
-            keeper = RunFolder(folder, corpus_record, None if plan is None else plan.to_dict(), vectors, data.vocab, config.tensorboard)
+            started = None if base is None else base.record(freeze)
+            keeper = RunFolder(folder, corpus_record, None if plan is None else plan.to_dict(), vectors, data.vocab, config.tensorboard, started)
             trainer = Trainer(model, data, config, runtime, TrainingDisplay(quiet=quiet), keeper)
             if vectors is not None:
                 frozen = " (frozen)" if freeze_embeddings else ""
                 trainer.display.log(f"{embeddings}: vectors for {covered:,} of {len(data.vocab):,} vocabulary tokens{frozen}")
-            describe(trainer, path, keeper)
+            if base is not None:
+                trainer.display.log(base.describe(len(data.vocab), freeze))
+            describe(trainer, corpus_record.name, keeper)
             return replace(trainer.run(), folder=folder)
         finally:
             distributed.shutdown()
@@ -270,40 +288,41 @@ def check_paths(optional: tuple[str, ...] = (), **paths: object) -> None:
             raise OptionError(f"{name} must be a path, not {value!r}")
 
 
-def resume(folder: str | Path, corpus: str | Path | None = None, *, cache: bool = True, quiet: bool = False, **limits) -> TrainResult:
+def resume(
+    folder: str | Path, corpus: str | Path | Sequence[str | Path] | None = None, *, cache: bool = True, quiet: bool = False, **limits
+) -> TrainResult:
     """Continue a saved run exactly where it stopped; only its limits (max_steps, max_time, ...) may change.
 
-    The limits count the whole run, earlier sessions included. corpus names the text if it has moved.
+    The limits count the whole run, earlier sessions included. corpus names the texts (or the prepared folder) if they have moved.
     """
     changed = set(limits) - LIMITS
     if changed:
         raise OptionError(f"a resumed run keeps its options; only {', '.join(sorted(LIMITS))} can change, not {', '.join(sorted(changed))}")
-    check_paths(folder=folder, corpus=corpus, optional=("corpus",))
+    moved = None if corpus is None else names_of(corpus)
+    check_paths(folder=folder)
+    for name in moved or ():
+        check_paths(corpus=name)
     folder = Path(folder)
     ckpt = checkpoint.read(folder)
     with store.hold(folder) if distributed.is_writer_process() else contextlib.nullcontext():
         saved = resume_file.read_resume(folder, ckpt)
         record = ckpt.record
-        path = Path(corpus) if corpus is not None else Path(record.corpus.path)
-        if not path.is_file():
-            raise ChargenError(f"the run's corpus {path} is not here: name it with chargen train --resume {folder} CORPUS")
-        if file_sha256(path) != record.corpus.sha256:
-            raise ChargenError(f"{path} is not the text this run trained on (its sha256 differs)")
-        data = read_corpus(path, record.corpus.options, cache)
+        data, corpus_record = reopen(record.corpus, moved, cache, ckpt.vocab if record.init_from else None)
         if data.vocab != ckpt.vocab:
-            raise ChargenError(f"{path} no longer gives the vocabulary in {folder}: the run cannot continue on it")
+            raise ChargenError(f"{corpus_record.name} no longer gives the vocabulary in {folder}: the run cannot continue on it")
         config = TrainConfig(**{**asdict(record.training), **limits})
         runtime = Runtime.resolve(config.device, config.precision, config.threads, join=True)
         model = ckpt.model
         if record.frozen_embeddings:
             model.embedding.weight.requires_grad_(False)
-        corpus_record = replace(record.corpus, path=str(path.resolve()))  # where the text is now
+        if record.init_from and record.init_from.get("frozen_layers"):
+            freeze_lower_layers(model, record.init_from["frozen_layers"])
         try:
-            keeper = RunFolder(folder, corpus_record, record.recipe, record.embeddings, data.vocab, config.tensorboard)
+            keeper = RunFolder(folder, corpus_record, record.recipe, record.embeddings, data.vocab, config.tensorboard, record.init_from)
             trainer = Trainer(model, data, config, runtime, TrainingDisplay(quiet=quiet), keeper)
             trainer.restore(saved)
             keeper.resumed(trainer.progress.step)
-            describe(trainer, path, keeper)
+            describe(trainer, corpus_record.name, keeper)
             trainer.display.log(f"resuming at step {trainer.progress.step:,} ({trainer.progress.elapsed_s:.0f} s trained so far)")
             return replace(trainer.run(), folder=folder)
         finally:

@@ -7,7 +7,8 @@ after a newline. Word models map words outside the vocabulary to [UNK]; BPE mode
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache, cached_property
 
 import numpy as np
@@ -105,7 +106,8 @@ class TokenVocabulary:
         self.tokenizer, self.kind = tokenizer, kind
 
     @classmethod
-    def train(cls, kind: str, text: str, vocab_size: int, min_frequency: int) -> TokenVocabulary:
+    def train(cls, kind: str, texts: Iterable[str], vocab_size: int, min_frequency: int) -> TokenVocabulary:
+        """Trained on the texts as on one text, when they part where its words part (word_boundaries)."""
         if kind not in DEFAULT_VOCAB_SIZE:
             raise OptionError(f"tokenizer must be char, word or bpe, not {kind!r}")
         tokenizer = _empty_tokenizer(kind)
@@ -114,7 +116,7 @@ class TokenVocabulary:
         else:
             alphabet = pre_tokenizers.ByteLevel.alphabet()  # every byte is a token: BPE never needs [UNK]
             trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, initial_alphabet=alphabet, show_progress=False)
-        tokenizer.train_from_iterator([text], trainer)
+        tokenizer.train_from_iterator(texts, trainer)
         return cls(tokenizer, kind)
 
     @classmethod
@@ -181,3 +183,40 @@ def check_vocab_options(kind: str, vocab_size: int | None, min_frequency: int) -
         raise OptionError(f"vocab-size must be at least {smallest} for --tokenizer {kind}, not {vocab_size}")
     if min_frequency < 1:
         raise OptionError(f"min-frequency must be at least 1, not {min_frequency}")
+
+
+WORD_END = re.compile(r"\S(?=\s)")  # a non-space before a space: no pre-token of WORD_PATTERN runs across it
+
+
+def word_boundaries(blocks: Iterable[str], size: int = 1 << 20) -> Iterator[str]:
+    """The text of blocks in pieces of about size characters, each ending where a word ends before a space.
+
+    The pre-tokenizer finds the same words in the pieces as in the whole text, so training on them and
+    encoding them give what the whole would: every word, space run and mark ends at such a point.
+    """
+    held: list[str] = []
+    length = 0
+    for block in blocks:
+        held.append(block)
+        length += len(block)
+        if length < size:
+            continue
+        text = "".join(held)
+        cut = _last_word_end(text)
+        if cut is None:
+            held, length = [text], len(text)
+            continue
+        yield text[:cut]
+        held, length = [text[cut:]], len(text) - cut
+    rest = "".join(held)
+    if rest:
+        yield rest
+
+
+def _last_word_end(text: str) -> int | None:
+    """Just after the last non-space that a space follows, looked for in the text's last part first."""
+    for start in (max(0, len(text) - 4096), 0):
+        ends = [m.end() for m in WORD_END.finditer(text, start)]
+        if ends:
+            return ends[-1]
+    return None

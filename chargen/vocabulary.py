@@ -7,7 +7,7 @@ back through `from_record`, which refuses in one line any record chargen would n
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -62,6 +62,18 @@ def _codepoint_chunks(text: str) -> Iterator[np.ndarray]:
         yield _codepoints(text[start : start + CHUNK])
 
 
+def characters_of(texts: Iterable[str]) -> list[str]:
+    """Every character that occurs in the texts, sorted by code point."""
+    counts = np.zeros(0, dtype=np.int64)
+    for text in texts:
+        for codes in _codepoint_chunks(text):
+            chunk = np.bincount(codes)
+            if len(chunk) > len(counts):
+                counts = np.pad(counts, (0, len(chunk) - len(counts)))
+            counts[: len(chunk)] += chunk
+    return [chr(c) for c in np.flatnonzero(counts)]
+
+
 class Vocabulary:
     """The characters a model knows, in a fixed order: id i stands for chars[i]."""
 
@@ -79,13 +91,12 @@ class Vocabulary:
     @classmethod
     def from_text(cls, text: str) -> Vocabulary:
         """Every character that occurs in the text, sorted by code point."""
-        counts = np.zeros(0, dtype=np.int64)
-        for codes in _codepoint_chunks(text):
-            chunk = np.bincount(codes)
-            if len(chunk) > len(counts):
-                counts = np.pad(counts, (0, len(chunk) - len(counts)))
-            counts[: len(chunk)] += chunk
-        return cls([chr(c) for c in np.flatnonzero(counts)])
+        return cls.from_texts([text])
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> Vocabulary:
+        """Every character that occurs in the texts (a text read block by block), sorted by code point."""
+        return cls(characters_of(texts))
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -138,10 +149,16 @@ class Vocabulary:
 
 def build_vocabulary(text: str, tokenizer: str = "char", vocab_size: int | None = None, min_frequency: int = 2) -> Vocab:
     """A character vocabulary, or a word or BPE vocabulary trained on the text by `tokenizers`."""
+    return vocabulary_of([text], tokenizer, vocab_size, min_frequency)
+
+
+def vocabulary_of(texts: Iterable[str], tokenizer: str = "char", vocab_size: int | None = None, min_frequency: int = 2) -> Vocab:
+    """The vocabulary of a text given in pieces, as build_vocabulary makes it of the whole: word and BPE pieces must
+    part where the text's words part (tokenizer.word_boundaries)."""
     check_vocab_options(tokenizer, vocab_size, min_frequency)
     if tokenizer == "char":
-        return Vocabulary.from_text(text)
-    return TokenVocabulary.train(tokenizer, text, vocab_size or DEFAULT_VOCAB_SIZE[tokenizer], min_frequency)
+        return Vocabulary.from_texts(texts)
+    return TokenVocabulary.train(tokenizer, texts, vocab_size or DEFAULT_VOCAB_SIZE[tokenizer], min_frequency)
 
 
 def from_record(entry: object, read_file: Callable[[str], str], where: str = "the record", shown: Callable[[str], str] = str) -> Vocab:

@@ -46,7 +46,10 @@ def test_train_bad_files(tmp_path):
     (tmp_path / "short.txt").write_text("hello\n")
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
     bad(run("train", tmp_path / "missing.txt"), 1, "no such file")
-    bad(run("train", tmp_path), 1, "is a directory")
+    bad(run("train", tmp_path), 1, "image.png is not valid utf-8 text")  # a folder of them: the file that is not text stops it
+    (tmp_path / "nothing").mkdir()
+    bad(run("train", tmp_path / "nothing"), 1, "holds no files")
+    bad(run("train", str(tmp_path / "*.md")), 1, "no file matches")
     bad(run("train", tmp_path / "empty.txt"), 1, "is empty")
     bad(run("train", tmp_path / "short.txt"), 1, "too short")
     bad(run("train", tmp_path / "image.png"), 1, "not valid utf-8 text: byte 0x89 at offset 0")

@@ -131,21 +131,21 @@ def test_encoded_corpus_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = tmp_path / "text.txt"
     path.write_text("hello world, hello cache\n" * 20, encoding="utf-8")
-    first = read_corpus(path, CorpusOptions(0.1))
+    first = read_corpus([path], CorpusOptions(0.1))[0]
     entries = list((tmp_path / "cache" / "chargen").glob("*.npz"))
     assert len(entries) == 1
-    again = read_corpus(path, CorpusOptions(0.1))
+    again = read_corpus([path], CorpusOptions(0.1))[0]
     assert again.vocab == first.vocab and (again.train == first.train).all() and (again.val == first.val).all()
     assert (again.train_chars, again.val_chars) == (first.train_chars, first.val_chars)
-    read_corpus(path, CorpusOptions(0.2))  # other options, another entry
-    words = read_corpus(path, CorpusOptions(0.1, tokenizer="word"))
+    read_corpus([path], CorpusOptions(0.2))[0]  # other options, another entry
+    words = read_corpus([path], CorpusOptions(0.1, tokenizer="word"))[0]
     assert len(list((tmp_path / "cache" / "chargen").glob("*.npz"))) == 3
-    assert read_corpus(path, CorpusOptions(0.1, tokenizer="word")).vocab == words.vocab
+    assert read_corpus([path], CorpusOptions(0.1, tokenizer="word"))[0].vocab == words.vocab
     entries[0].write_bytes(b"damaged")
-    assert (read_corpus(path, CorpusOptions(0.1)).train == first.train).all()  # rebuilt, not an error
+    assert (read_corpus([path], CorpusOptions(0.1))[0].train == first.train).all()  # rebuilt, not an error
     assert entries[0].read_bytes() != b"damaged"
     path.write_text("a changed text, a changed text\n" * 20, encoding="utf-8")  # new contents, new key
-    assert read_corpus(path, CorpusOptions(0.1)).vocab != first.vocab
+    assert read_corpus([path], CorpusOptions(0.1))[0].vocab != first.vocab
 
 
 # vocabulary records: one serialisation for checkpoints and the cache

@@ -82,7 +82,7 @@ READERS = {
     "read_text": read_text,
     "file_sha256": file_sha256,
     "Corpus.from_file": lambda path: Corpus.from_file(path, 0.1),
-    "Corpus.from_file cached": lambda path: read_corpus(path, CorpusOptions(0.1)),
+    "Corpus.from_file cached": lambda path: read_corpus([path], CorpusOptions(0.1))[0],
 }
 TEXT_READERS = {name: read for name, read in READERS.items() if name != "file_sha256"}  # a sha256 takes any regular file
 
@@ -167,7 +167,7 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 def read(tmp_path: Path, val_fraction: float = 0.1, tokenizer: str = "char") -> Corpus:
-    return read_corpus(tmp_path / "text.txt", CorpusOptions(val_fraction, tokenizer=tokenizer))
+    return read_corpus([tmp_path / "text.txt"], CorpusOptions(val_fraction, tokenizer=tokenizer))[0]
 
 
 def same(a: Corpus, b: Corpus) -> bool:

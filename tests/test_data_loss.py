@@ -218,7 +218,7 @@ def test_the_corpus_is_recorded_where_it_is(tmp_path, tiny_file, monkeypatch):
     monkeypatch.chdir(tiny_file.parent)
     chargen.train(tiny_file.name, tmp_path / "run", max_steps=10, eval_every=5, **OPTIONS)
     monkeypatch.chdir("/")
-    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["corpus"]["path"]
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["corpus"]["files"][0]["path"]
     assert recorded == str(tiny_file.resolve())
     assert chargen.resume(tmp_path / "run", max_steps=12, quiet=True).steps == 12
     assert chargen.evaluate(tmp_path / "run").characters > 0

@@ -149,7 +149,7 @@ def test_train_accepts_a_known_corpus_name(tmp_path, monkeypatch):
     (tmp_path / "corpora" / "war_and_peace.txt").write_text(TINY_TEXT)
     result = run("train", "war-and-peace", *TINY, "--max-steps", 2, "--quiet")
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "checkpoints" / "war_and_peace" / "config.json").read_text())["corpus"]["path"] == str(tmp_path / "corpora" / "war_and_peace.txt")
+    assert json.loads((tmp_path / "checkpoints" / "war_and_peace" / "config.json").read_text())["corpus"]["files"][0]["path"] == str(tmp_path / "corpora" / "war_and_peace.txt")
 
 
 def test_devices_and_threads(tmp_path, tiny_file):

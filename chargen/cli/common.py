@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,25 @@ def newest() -> Path:
 
 def load_sampler(checkpoint: Path | None, precision: str = "auto") -> Sampler:
     return load(checkpoint if checkpoint is not None else newest(), precision)
+
+
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A text option as typed in a shell: \\n, \\t, \\r and \\\\ stand for a newline, a tab, a carriage return and a backslash."""
+    if value is None:
+        return None
+    return re.sub(r"\\(.)", lambda m: ESCAPES.get(m.group(1), m.group(0)), value)
+
+
+def separator_option(function):
+    """--separator, as train and prepare take it."""
+    return click.option(
+        "--separator",
+        callback=unescape,
+        help="Text put between the files of a corpus; \\n is a newline  [default: \\n, so a text ending in a newline is followed by a blank line]",
+    )(function)
 
 
 def stderr():

@@ -11,7 +11,7 @@ from ..distributed import is_writer_process
 from ..errors import ChargenError
 from ..loop import EVAL_EVERY, VALIDATION_SHARE
 from ..model import CELLS, DEVICES, INPUTS, NONLINEARITIES, PRECISIONS, ModelConfig
-from .common import cli
+from .common import cli, separator_option
 
 
 def read_config(ctx: click.Context, param: click.Parameter, path: Path | None) -> None:
@@ -28,12 +28,16 @@ def read_config(ctx: click.Context, param: click.Parameter, path: Path | None) -
 
 
 @cli.command()
-@click.argument("corpus", type=click.Path(path_type=Path), required=False)
+@click.argument("corpus", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run saved in this checkpoint folder.")
+@click.option("--init-from", type=click.Path(path_type=Path), help="Fine-tune: start from this checkpoint's model, its vocabulary extended by the new text's.")
+@click.option("--freeze", type=int, help="With --init-from: keep the input and this many of the lowest recurrent layers fixed.")
 @click.option("--out", type=click.Path(path_type=Path), help="Checkpoint folder  [default: checkpoints/<corpus stem>]")
 @click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
 @click.option("--keep-newlines", is_flag=True, help="Keep \\r\\n and \\r line endings as they are.")
+@separator_option
+@click.option("--skip-non-text", is_flag=True, help="Leave out, with a warning, files that are not text (binary, undecodable); without it they stop the run.")
 @click.option("--val-fraction", type=float, default=0.05, show_default=True, help="Last part of the text held out for validation.")
 @click.option("--cache/--no-cache", default=True, show_default=True, help="Keep the encoded text in ~/.cache/chargen so the next run starts at once.")
 @click.option("--tokenizer", type=click.Choice(["char", "word", "bpe"]), default="char", show_default=True, help="Model characters, words or BPE subwords.")
@@ -77,30 +81,34 @@ def read_config(ctx: click.Context, param: click.Parameter, path: Path | None) -
               help="Read options from a TOML file, or a checkpoint's config.json; the command line wins.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_context
-def train(ctx: click.Context, corpus: Path | None, resume: Path | None, **options) -> None:
-    """Train a model on the text file CORPUS, or continue a saved run with --resume.
+def train(ctx: click.Context, corpus: tuple[Path, ...], resume: Path | None, **options) -> None:
+    """Train a model on CORPUS: text files, folders of them, globs, or a folder `chargen prepare` wrote. Or continue a
+    saved run with --resume, or fine-tune a trained model on a new text with --init-from.
 
+    Many files are read in the order given (a folder's in the order of their paths, hidden ones left out) and
+    joined with --separator; the validation text is the last --val-fraction of the joined text.
     Ctrl-C (or SIGTERM) stops after the current step and saves the run; --resume continues it exactly.
     The limits (--max-steps, --max-epochs, --max-time, --patience) count the whole run and may be
     raised when resuming; every other option stays as the run began.
 
     \b
       chargen train war_and_peace.txt --max-time 600
-      chargen train poems.txt --cell gru --layers 3 --hidden 256 --out checkpoints/poems-gru
-      chargen train war_and_peace.txt --tokenizer word --tie-weights --out checkpoints/wp-words
+      chargen train poems/ --cell gru --layers 3 --hidden 256 --out checkpoints/poems-gru
+      chargen train 'letters/*.txt' --tokenizer word --tie-weights --out checkpoints/letters
+      chargen train tinyshakespeare.txt --init-from checkpoints/war_and_peace --max-time 120
       chargen train --resume checkpoints/war_and_peace --max-time 3600
     """
     from ..run import resume as resume_training
     from ..run import train as run_training
 
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
     if resume is not None:
-        given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
         quiet, cache = given.pop("quiet", False), given.pop("cache", True)
-        result = resume_training(resume, corpus, cache=cache, quiet=quiet, **given)
-    elif corpus is None:
-        raise click.UsageError("name a CORPUS text file to train on, or --resume DIR to continue a run")
+        result = resume_training(resume, corpus or None, cache=cache, quiet=quiet, **given)
+    elif not corpus:
+        raise click.UsageError("name a CORPUS to train on (text files, folders, globs or a prepared folder), or --resume DIR to continue a run")
     else:
-        result = run_training(corpus, **options)
+        result = run_training(list(corpus), **given)
     if not is_writer_process():
         return  # under torchrun, rank 0 speaks for the run
     validated = f"validation {result.last_val_bpc:.4f} bpc (best {result.best_val_bpc:.4f})" if result.best_val_bpc < float("inf") else "not validated yet"
