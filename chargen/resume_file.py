@@ -3,6 +3,7 @@ lane, the random generator, the position in the data), written as one file and r
 checkpoint's model, so a damaged file is one clear line and never a run that trains on with nan."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, fields
@@ -100,10 +101,18 @@ def training_lanes(ckpt: Checkpoint) -> int:
 
 
 def optimized_shapes(ckpt: Checkpoint) -> list[tuple[int, ...]]:
-    """The shapes of the parameters AdamW updates, in its order (loop.make_optimizer): all but a frozen embedding."""
+    """The shapes of the parameters AdamW updates, in its order (loop.make_optimizer): all but a frozen embedding
+    and, in a fine-tune, the layers it keeps fixed (finetune.freeze_lower_layers, on a copy of the model)."""
+    from .finetune import freeze_lower_layers
+
     frozen = ckpt.record.frozen_embeddings
-    parameters = ckpt.model.named_parameters()
-    return [tuple(p.shape) for name, p in parameters if not (frozen and name == "embedding.weight")]
+    layers = (ckpt.record.init_from or {}).get("frozen_layers")
+    model = ckpt.model
+    if layers:
+        model = copy.deepcopy(model)
+        freeze_lower_layers(model, layers)
+    parameters = model.named_parameters()
+    return [tuple(p.shape) for name, p in parameters if p.requires_grad and not (frozen and name == "embedding.weight")]
 
 
 def read_metadata(shown: Path, metadata: dict[str, str], key: str) -> object:

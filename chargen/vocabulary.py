@@ -55,6 +55,15 @@ def _codepoints(text: str) -> np.ndarray:
 
 
 CHUNK = 1 << 22  # characters converted at a time: large texts never exist as one array of code points
+OUTSIDE = 255  # in the Latin-1 table, a character outside a vocabulary of at most 255 characters
+
+
+def _latin1(text: str) -> list[np.ndarray] | None:
+    """A text of Latin-1 characters only (most European text) as one array of its byte codes, at the cost of a copy; else None."""
+    try:
+        return [np.frombuffer(text.encode("latin-1"), dtype=np.uint8)]
+    except UnicodeEncodeError:
+        return None
 
 
 def _codepoint_chunks(text: str) -> Iterator[np.ndarray]:
@@ -66,7 +75,7 @@ def characters_of(texts: Iterable[str]) -> list[str]:
     """Every character that occurs in the texts, sorted by code point."""
     counts = np.zeros(0, dtype=np.int64)
     for text in texts:
-        for codes in _codepoint_chunks(text):
+        for codes in _latin1(text) or _codepoint_chunks(text):
             chunk = np.bincount(codes)
             if len(chunk) > len(counts):
                 counts = np.pad(counts, (0, len(chunk) - len(counts)))
@@ -84,9 +93,11 @@ class Vocabulary:
             raise ChargenError("a vocabulary must be a non-empty list of distinct single characters")
         self.chars = list(chars)
         codes = _codepoints("".join(self.chars)).astype(np.int64)
-        self._lookup = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+        self._lookup = np.full(int(codes.max()) + 1, -1, dtype=np.int32)  # int32: a gather half as wide as int64
         self._lookup[codes] = np.arange(len(codes))
         self._chars_array = np.array(self.chars)
+        latin = self._lookup[:256] if len(self.chars) <= OUTSIDE else None  # ids of the Latin-1 characters, for bytes.translate
+        self._latin1_ids = None if latin is None else bytes(np.pad(np.where(latin < 0, OUTSIDE, latin), (0, 256 - len(latin)), constant_values=OUTSIDE).astype(np.uint8))
 
     @classmethod
     def from_text(cls, text: str) -> Vocabulary:
@@ -129,11 +140,18 @@ class Vocabulary:
 
     def encode(self, text: str, what: str = "text") -> np.ndarray:
         """The text as a compact array of ids; unknown characters raise a ChargenError naming them."""
+        if self._latin1_ids is not None:  # a text of Latin-1 characters only maps byte to id through bytes.translate, at memory speed
+            try:
+                translated = text.encode("latin-1").translate(self._latin1_ids)
+            except UnicodeEncodeError:
+                translated = None
+            if translated is not None and OUTSIDE not in translated:
+                return np.frombuffer(bytearray(translated), dtype=np.uint8)
         ids = np.empty(len(text), dtype=self.dtype)
         for start, codes in zip(range(0, len(text), CHUNK), _codepoint_chunks(text)):
-            known = codes < len(self._lookup)
-            looked = self._lookup[np.where(known, codes, 0)]
-            if not known.all() or (looked < 0).any():
+            known = len(codes) == 0 or int(codes.max()) < len(self._lookup)
+            looked = self._lookup[codes] if known else None
+            if not known or int(looked.min(initial=0)) < 0:
                 unknown = self.unknown(text)
                 shown = ", ".join(repr(c) for c in unknown[:10])
                 more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
