@@ -12,8 +12,9 @@ from .tokenizer import TokenVocabulary  # noqa: E402
 from .config import CorpusOptions, TrainConfig  # noqa: E402
 from .loop import Trainer, TrainResult  # noqa: E402
 from .run import resume, train  # noqa: E402
+from .prepared import prepare  # noqa: E402
 
 __all__ = [
     "ChargenError", "OptionError", "Corpus", "Vocabulary", "TokenVocabulary", "read_text", "LanguageModel", "ModelConfig",
-    "Sampler", "load", "WordPrediction", "Report", "evaluate", "CorpusOptions", "TrainConfig", "Trainer", "TrainResult", "train", "resume",
+    "Sampler", "load", "WordPrediction", "Report", "evaluate", "CorpusOptions", "TrainConfig", "Trainer", "TrainResult", "train", "resume", "prepare",
 ]

@@ -21,13 +21,13 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "a table", list: "a list"}
+KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "a table", list: "a list", tuple: "a list"}
 
 
 def _holds(value: object, kind: type) -> bool:
     """isinstance, except that a bool is no number and a whole number is also a float."""
-    if typing.get_origin(kind) is list:  # list[X]: a list of X
-        return isinstance(value, list) and all(_holds(v, typing.get_args(kind)[0]) for v in value)
+    if typing.get_origin(kind) in (list, tuple):  # list[X] or tuple[X, ...]: a list or tuple of X
+        return isinstance(value, typing.get_origin(kind)) and all(_holds(v, typing.get_args(kind)[0]) for v in value)
     if kind is bool:
         return isinstance(value, bool)
     if kind in (int, float) and isinstance(value, bool):

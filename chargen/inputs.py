@@ -16,11 +16,6 @@ from .sources import Source, find_files, read_joined
 from .vocabulary import Vocab
 
 
-def names_of(corpus: str | Path | Sequence[str | Path]) -> list:
-    """The Python API takes one name or several, as the command line does (each is checked to be a path by the caller)."""
-    return list(corpus) if isinstance(corpus, (list, tuple)) else [corpus]
-
-
 def open_corpus(
     names: Sequence[str | Path], options: CorpusOptions, given: set[str], use_cache: bool = True, skip_non_text: bool = False, base: Vocab | None = None
 ) -> tuple[Corpus, CorpusRecord]:

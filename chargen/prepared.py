@@ -24,9 +24,9 @@ import numpy as np
 
 from .config import CorpusOptions
 from .corpus import BLOCK, Corpus, NotText, check_tokens, text_blocks, validation_size
-from .errors import ChargenError, check_types, first_line
+from .errors import ChargenError, check_types, first_line, warn
 from .folder import write_atomically
-from .sources import Source, check_texts, find_files, joined_blocks, skip_or_stop
+from .sources import Source, check_texts, find_files, joined_blocks, names_of, skip_or_stop
 from .tokenizer import word_boundaries
 from .vocabulary import Vocab, Vocabulary, characters_of, from_record, vocabulary_of
 
@@ -43,6 +43,7 @@ class Manifest:
     files: list[Source]
     options: CorpusOptions
     vocabulary: dict  # the vocabulary's entry (vocabulary.from_record), its files beside the manifest
+    vocabulary_files: dict  # each of those files' name -> sha256
     characters: int
     train_characters: int
     val_characters: int
@@ -84,10 +85,17 @@ def is_prepared(path: Path) -> bool:
 
 
 def prepare(
-    names: Sequence[str | Path], out: Path, options: CorpusOptions, skip_non_text: bool = False, overwrite: bool = False, report: Report | None = None
+    names: str | Path | Sequence[str | Path],
+    out: str | Path,
+    options: CorpusOptions = CorpusOptions(),
+    skip_non_text: bool = False,
+    overwrite: bool = False,
+    report: Report | None = None,
 ) -> Manifest:
-    """Encode the texts of names into out; a folder holding anything else, or a prepared corpus unless overwrite, is refused."""
+    """Encode the texts of names (files, folders, globs) into out; a folder holding anything else, or a prepared
+    corpus unless overwrite, is refused. report, if given, is told each pass as it starts."""
     say = report or (lambda line: None)
+    names, out = names_of(names), Path(out)
     _check_out(out, overwrite)
     paths, characters, chars = _scan(check_texts(find_files(names), options, skip_non_text), options, skip_non_text)
     n_val = validation_size(characters, options.val_fraction)
@@ -108,7 +116,8 @@ def prepare(
         raise
     entry, vocab_files = vocab.to_record()
     sources = [Source.of(path) for path in paths]  # hashed after reading: a file changed meanwhile would differ from what was read
-    manifest = Manifest(sources, options, entry, characters, characters - n_val, n_val, written)
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in vocab_files.items()}
+    manifest = Manifest(sources, options, entry, digests, characters, characters - n_val, n_val, written)
     (out / MANIFEST).unlink(missing_ok=True)  # an overwritten folder is no prepared corpus until its new files are all in place
     for part in PARTS:
         os.replace(out / f".{part}.bin.tmp", out / f"{part}.bin")
@@ -153,6 +162,10 @@ def _scan(paths: list[Path], options: CorpusOptions, skip_non_text: bool) -> tup
             kept.append(path)
             characters += sum(sizes)
             chars.update(found)
+        elif len(paths) == 1:
+            raise ChargenError(f"{path} holds no text")
+        else:
+            warn(f"{path} holds no text: left out")
     if not kept:
         raise ChargenError(f"none of the {len(paths):,} files named holds text")
     if len(kept) > 1:
@@ -213,9 +226,12 @@ def open_prepared(folder: Path) -> tuple[Corpus, Manifest]:
 
     def read_file(name: str) -> str:
         try:
-            return (folder / name).read_text(encoding="utf-8")
+            data = (folder / name).read_bytes()
         except OSError as e:
             raise ChargenError(f"{folder / name}: cannot read it ({e.strerror})") from None
+        if hashlib.sha256(data).hexdigest() != manifest.vocabulary_files.get(name):
+            raise ChargenError(f"{folder / name} has changed since it was prepared (its sha256 differs): prepare the corpus again")
+        return data.decode("utf-8")
 
     vocab = from_record(manifest.vocabulary, read_file, where=str(path), shown=lambda name: str(folder / name))
     ids = {part: _mapped(folder, manifest.ids[part], vocab) for part in PARTS}

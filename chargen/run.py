@@ -18,7 +18,8 @@ from .config import CorpusOptions, TrainConfig
 from .corpus import Corpus
 from .embeddings import initialise_embedding
 from .finetune import extend_model, fine_tuning_base, freeze_lower_layers
-from .inputs import names_of, open_corpus, reopen
+from .inputs import open_corpus, reopen
+from .sources import names_of
 from .errors import ChargenError, OptionError
 from .loop import Keeper, Trainer, TrainResult
 from .model import LanguageModel, ModelConfig, check_fits_in_memory
@@ -245,7 +246,7 @@ def train(
     Runtime.resolve(config.device, config.precision)  # a device or precision this machine lacks is refused before any work
     data, corpus_record = open_corpus(names, corpus_options, corpus_given, cache, skip_non_text, None if base is None else base.vocab)
     check_length(data, config, corpus_record.name)
-    folder = Path(out) if out is not None else checkpoint.DEFAULT_ROOT / Path(corpus_record.files[0].path if len(names) == 1 and corpus_record.prepared is None else names[0]).stem
+    folder = Path(out) if out is not None else checkpoint.DEFAULT_ROOT / default_name(names, corpus_record)
     check_out(folder, overwrite)
     model_config = replace(model_config, vocab_size=len(data.vocab))
     if chosen.hidden is not None:
@@ -279,6 +280,14 @@ def train(
             return replace(trainer.run(), folder=folder)
         finally:
             distributed.shutdown()
+
+
+def default_name(names: list, corpus: CorpusRecord) -> str:
+    """The checkpoint folder's name when --out is not given: the folder or prepared folder named, else the first file's stem."""
+    if corpus.prepared is not None:
+        return Path(corpus.prepared).name
+    first = Path(names[0])
+    return first.resolve().name if len(names) == 1 and first.is_dir() else Path(corpus.files[0].path).stem
 
 
 def check_paths(optional: tuple[str, ...] = (), **paths: object) -> None:

@@ -39,6 +39,11 @@ class Source:
         return asdict(self)
 
 
+def names_of(corpus: str | Path | Sequence[str | Path]) -> list:
+    """The Python API takes one name or several, as the command line does (each is checked to be a path by the caller)."""
+    return list(corpus) if isinstance(corpus, (list, tuple)) else [corpus]
+
+
 def find_files(names: Sequence[str | Path]) -> list[Path]:
     """The files named, the files under each folder named, and those each glob matches, in the order named, each once."""
     if not names:
@@ -108,6 +113,8 @@ def read_joined(paths: Sequence[Path], options: CorpusOptions, skip_non_text: bo
             kept.append(path)
         elif len(paths) == 1:
             raise ChargenError(f"{path} holds no text")
+        else:
+            warn(f"{path} holds no text: left out")
     if not kept:
         raise ChargenError(f"none of the {len(paths):,} files named holds text")
     return options.separator.join(texts), kept
