@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import CorpusOptions
-from .corpus import BLOCK, Corpus, NotText, check_tokens, text_blocks, validation_size
-from .errors import ChargenError, check_types, first_line, warn
+from .corpus import BLOCK, Corpus, check_tokens, validation_size
+from .errors import ChargenError, check_types, first_line
 from .folder import write_atomically
-from .sources import Source, check_texts, find_files, joined_blocks, names_of, skip_or_stop
+from .sources import Source, check_texts, find_files, joined_blocks, names_of, read_each
 from .tokenizer import word_boundaries
 from .vocabulary import Vocab, Vocabulary, characters_of, from_record, vocabulary_of
 
@@ -144,30 +144,9 @@ def _scan(paths: list[Path], options: CorpusOptions, skip_non_text: bool) -> tup
 
     A file found not to be text past its first block stops here, or (skipping) is left out, before anything is written.
     """
-    kept, characters, chars = [], 0, set()
-    for path in paths:
-        sizes: list[int] = []
-
-        def counted(blocks: Iterable[str]) -> Iterator[str]:
-            for block in blocks:
-                sizes.append(len(block))
-                yield block
-
-        try:
-            found = characters_of(counted(text_blocks(path, options.encoding, options.keep_newlines)))
-        except NotText as e:
-            skip_or_stop(e, skip_non_text)
-            continue
-        if sizes:
-            kept.append(path)
-            characters += sum(sizes)
-            chars.update(found)
-        elif len(paths) == 1:
-            raise ChargenError(f"{path} holds no text")
-        else:
-            warn(f"{path} holds no text: left out")
-    if not kept:
-        raise ChargenError(f"none of the {len(paths):,} files named holds text")
+    found = read_each(paths, options, skip_non_text, characters_of)
+    kept, characters = [path for path, _, _ in found], sum(size for _, _, size in found)
+    chars = {c for _, seen, _ in found for c in seen}
     if len(kept) > 1:
         chars.update(options.separator)
         characters += len(options.separator) * (len(kept) - 1)

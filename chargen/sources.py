@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from .config import CorpusOptions
 from .corpus import NotText, check_start, file_sha256, text_blocks
@@ -101,23 +102,39 @@ def check_texts(paths: Sequence[Path], options: CorpusOptions, skip_non_text: bo
 
 def read_joined(paths: Sequence[Path], options: CorpusOptions, skip_non_text: bool = False) -> tuple[str, list[Path]]:
     """The texts of the files joined by the separator, and the files they came from (those skipped left out)."""
-    texts, kept = [], []
-    for path in check_texts(paths, options, skip_non_text):
+    found = read_each(check_texts(paths, options, skip_non_text), options, skip_non_text, "".join)
+    return options.separator.join(text for _, text, _ in found), [path for path, _, _ in found]
+
+
+T = TypeVar("T")
+
+
+def read_each(paths: Sequence[Path], options: CorpusOptions, skip_non_text: bool, read: Callable[[Iterable[str]], T]) -> list[tuple[Path, T, int]]:
+    """read(blocks) of each file that holds text, with its path and its characters: a file found not to be text stops
+    here or (skipping) is left out, and one that holds no text is left out, named in a warning."""
+    found = []
+    for path in paths:
+        sizes: list[int] = []
+
+        def counted(blocks: Iterable[str]) -> Iterator[str]:
+            for block in blocks:
+                sizes.append(len(block))
+                yield block
+
         try:
-            text = "".join(text_blocks(path, options.encoding, options.keep_newlines))
+            value = read(counted(text_blocks(path, options.encoding, options.keep_newlines)))
         except NotText as e:  # a NUL or a bad byte past the first block
             skip_or_stop(e, skip_non_text)
             continue
-        if text:
-            texts.append(text)
-            kept.append(path)
+        if sizes:
+            found.append((path, value, sum(sizes)))
         elif len(paths) == 1:
             raise ChargenError(f"{path} holds no text")
         else:
             warn(f"{path} holds no text: left out")
-    if not kept:
+    if not found:
         raise ChargenError(f"none of the {len(paths):,} files named holds text")
-    return options.separator.join(texts), kept
+    return found
 
 
 def joined_blocks(paths: Sequence[Path], options: CorpusOptions) -> Iterator[str]:

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 import chargen
 from chargen.model import cpu_has_native_bf16
@@ -47,3 +48,12 @@ def trained(tmp_path_factory) -> Path:
     corpus.write_text(TINY_TEXT, encoding="utf-8")
     chargen.train(corpus, folder / "model", max_steps=60, eval_every=20, quiet=True, **TINY_OPTIONS)
     return folder / "model"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on one CPU thread: on a shared machine more threads only wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

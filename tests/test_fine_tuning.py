@@ -31,13 +31,7 @@ TRAINING = dict(batch_size=2, seq_len=8, precision="fp32", lr=1e-2, dropout=0.0,
 CLI_TRAINING = ["--batch-size", "2", "--seq-len", "8", "--precision", "fp32", "--lr", "0.01", "--dropout", "0", "--seed", "7", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on one CPU thread: on a shared machine more threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def snapshot(folder):

@@ -36,13 +36,7 @@ DOCUMENTS = [
 PART_NAMES = ["a.txt", "b/c.txt", "d.txt"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on one CPU thread: on a shared machine more threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_parts(folder, separator="\n"):
