@@ -25,6 +25,8 @@ from .step import Stepper
 MAX_SAMPLES = 1024  # streams in one batch: each holds its state and its text until the batch ends
 MAX_HELD = 10_000_000  # characters a batch of samples may hold; one sample streams and holds none
 MAX_HELD_BACK = 8  # tokens a BPE decoder may hold back for a character to complete (UTF-8 needs at most 4 bytes)
+MAX_STOPS, MAX_STOP_LENGTH = 16, 1000  # stop sequences: how many, and how long each
+MAX_LOGPROBS = 20  # alternatives given with each token
 
 
 @dataclass
@@ -37,8 +39,12 @@ class SamplingOptions:
     top_p: float = 1.0
     num_samples: int = 1
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # the text ends just before the first of these it writes
+    logprobs: int = 0  # with each token, the log probabilities of this many likeliest tokens
 
     def __post_init__(self) -> None:
+        if isinstance(self.stop, (str, list)):
+            self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         check_types(self)
         if self.length < 0:
             raise OptionError(f"length must be zero or positive, not {self.length}")
@@ -56,6 +62,10 @@ class SamplingOptions:
                 "may hold until it ends: for longer texts draw one sample at a time, which streams"
             )
         check_seed(self.seed)
+        if len(self.stop) > MAX_STOPS or not all(isinstance(t, str) and 1 <= len(t) <= MAX_STOP_LENGTH for t in self.stop):
+            raise OptionError(f"stop must be at most {MAX_STOPS} texts, each of 1 to {MAX_STOP_LENGTH:,} characters, not {self.stop!r}")
+        if not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise OptionError(f"logprobs must be between 0 and {MAX_LOGPROBS}, not {self.logprobs}")
         self.temperature, self.top_p = float(self.temperature), float(self.top_p)
 
 
@@ -68,10 +78,10 @@ def _finite(x: float) -> bool:
 
 
 def check_options(
-    length: int, temperature: float, top_k: int, top_p: float, num_samples: int = 1, seed: int | None = None
+    length: int, temperature: float, top_k: int, top_p: float, num_samples: int = 1, seed: int | None = None, stop: tuple[str, ...] = (), logprobs: int = 0
 ) -> SamplingOptions:
     """The sampling options checked, without a model: the command line calls it before it loads a checkpoint."""
-    return SamplingOptions(length, temperature, top_k, top_p, num_samples, seed)
+    return SamplingOptions(length, temperature, top_k, top_p, num_samples, seed, stop, logprobs)
 
 
 @dataclass
@@ -147,6 +157,71 @@ def text_decoder(vocab: Vocab) -> Callable[[int], str]:
     return step
 
 
+@dataclass
+class Piece:
+    """What one drawn token adds to a sample: its new text (cut at the length, and before a stop sequence), and,
+    when asked, the token with its log probability and those of the likeliest tokens at its place."""
+
+    text: str
+    token: str | None = None
+    logprob: float | None = None
+    top: list[tuple[str, float]] | None = None
+
+
+class StopText:
+    """A text as it is written, cut just before the first stop sequence: what may be the start of one is held back
+    until the next piece shows whether it is."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops, self.held, self.stopped = stops, "", False
+
+    def feed(self, piece: str) -> str:
+        """The part of held + piece that is surely text."""
+        if self.stopped or not self.stops:
+            return "" if self.stopped else piece
+        text = self.held + piece
+        found = [i for i in (text.find(stop) for stop in self.stops) if i >= 0]
+        if found:
+            self.stopped, self.held = True, ""
+            return text[: min(found)]
+        keep = max((k for stop in self.stops for k in range(1, min(len(stop), len(text) + 1)) if text.endswith(stop[:k])), default=0)
+        self.held = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        """The text held back, once the sample ends without a stop."""
+        held, self.held = self.held, ""
+        return held
+
+
+class Writing:
+    """One sample as it is written: its decoder, the characters it still wants, its stop sequences, its log probabilities."""
+
+    def __init__(self, vocab: Vocab, options: SamplingOptions):
+        self.vocab, self.logprobs = vocab, options.logprobs
+        self.decode, self.missing, self.stop = text_decoder(vocab), options.length, StopText(options.stop)
+
+    @property
+    def done(self) -> bool:
+        return self.missing == 0
+
+    def take(self, token: int, logits: torch.Tensor) -> Piece:
+        """The piece a drawn token adds, given the logits (V,) it was drawn from."""
+        raw = self.decode(token)[: self.missing]
+        self.missing -= len(raw)
+        text = self.stop.feed(raw)
+        if self.stop.stopped:
+            self.missing = 0
+        elif self.missing == 0:
+            text += self.stop.flush()
+        if not self.logprobs:
+            return Piece(text)
+        logp = logits.float().log_softmax(-1)
+        top = logp.topk(min(self.logprobs, logp.numel()))
+        names = self.vocab.token_texts
+        return Piece(text, names[token], logp[token].item(), [(names[i], v) for i, v in zip(top.indices.tolist(), top.values.tolist())])
+
+
 class Sampler:
     """A trained model and its vocabulary: writes text in the style of its corpus and predicts what comes next."""
 
@@ -179,42 +254,50 @@ class Sampler:
         """Check everything now, then yield (num_samples,) ids one step at a time until every sample has length characters."""
         return (ids for ids, _ in self._samples(prompt, check_options(length, temperature, top_k, top_p, num_samples, seed)))
 
-    def _samples(self, prompt: str, options: SamplingOptions) -> Iterator[tuple[torch.Tensor, list[str]]]:
-        """Check the prompt now; then each step's ids and the new text of each sample, cut so each ends at length characters."""
+    def pieces(self, prompt: str, options: SamplingOptions) -> Iterator[list[Piece]]:
+        """Check the prompt now; then, step by step, what each sample's token adds, until each has its length or has stopped."""
+        return (pieces for _, pieces in self._samples(prompt, options))
+
+    def _samples(self, prompt: str, options: SamplingOptions) -> Iterator[tuple[torch.Tensor, list[Piece]]]:
         prompt_ids = self.prompt_ids(prompt)
         generator = torch.Generator()
         if options.seed is None:
             generator.seed()
         else:
             generator.manual_seed(options.seed)
-        return self._decoded(self._steps(prompt_ids, options, generator), options.length, options.num_samples)
+        return self._written(self._steps(prompt_ids, options, generator), options)
 
     @torch.inference_mode()
-    def _steps(self, prompt_ids: torch.Tensor, options: SamplingOptions, generator: torch.Generator) -> Iterator[torch.Tensor]:
-        """The prompt runs through the fused layers in one call; then one small step per new token, for as long as asked."""
+    def _steps(self, prompt_ids: torch.Tensor, options: SamplingOptions, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The prompt runs through the fused layers in one call; then one small step per new token: each step's ids and their logits."""
         logits, state = self.model(prompt_ids[None])
         logits, state = logits[:, -1].expand(options.num_samples, -1), states.repeat(state, options.num_samples)
         while True:
             ids = pick(logits, options.temperature, options.top_k, options.top_p, generator)
-            yield ids
+            yield ids, logits
             logits, state = self.stepper.step(ids, state)
 
-    def _decoded(self, steps: Iterator[torch.Tensor], length: int, num_samples: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
-        """Draws until each sample has length characters: a character model draws length ids, a word or BPE model as many as that takes."""
-        decoders = [text_decoder(self.vocab) for _ in range(num_samples)]
-        missing = [length] * num_samples
-        while any(missing):
-            ids = next(steps)
-            pieces = [decode(i)[:wanted] for decode, i, wanted in zip(decoders, ids.tolist(), missing)]
-            missing = [wanted - len(piece) for wanted, piece in zip(missing, pieces)]
-            yield ids, pieces
+    def _written(self, steps: Iterator[tuple[torch.Tensor, torch.Tensor]], options: SamplingOptions) -> Iterator[tuple[torch.Tensor, list[Piece]]]:
+        """Draws until each sample is done: a character model draws length ids, a word or BPE model as many as that takes."""
+        samples = [Writing(self.vocab, options) for _ in range(options.num_samples)]
+        while not all(sample.done for sample in samples):
+            ids, logits = next(steps)
+            yield ids, [Piece("") if sample.done else sample.take(i, row) for sample, i, row in zip(samples, ids.tolist(), logits)]
 
     def stream(
-        self, prompt: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None
+        self,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: tuple[str, ...] = (),
     ) -> Iterator[str]:
-        """The prompt, then the new text as soon as each token is drawn: length characters in all, in constant memory."""
-        samples = self._samples(prompt, check_options(length, temperature, top_k, top_p, 1, seed))
-        return itertools.chain([prompt] if prompt else [], (pieces[0] for _, pieces in samples if pieces[0]))
+        """The prompt, then the new text as soon as each token is drawn: length characters in all (or fewer, cut before
+        the first stop sequence), in constant memory."""
+        options = check_options(length, temperature, top_k, top_p, 1, seed, stop)
+        return itertools.chain([prompt] if prompt else [], (piece.text for pieces in self.pieces(prompt, options) for piece in pieces if piece.text))
 
     def generate(
         self,
@@ -225,13 +308,15 @@ class Sampler:
         top_p: float = 1.0,
         seed: int | None = None,
         num_samples: int = 1,
+        stop: tuple[str, ...] = (),
     ) -> str | list[str]:
-        """Prompt plus length new characters, for every tokenizer; a list when num_samples > 1 (a batch, held until it ends)."""
-        options = check_options(length, temperature, top_k, top_p, num_samples, seed)
+        """Prompt plus length new characters (fewer when a stop sequence comes first: it is left out), for every
+        tokenizer; a list when num_samples > 1 (a batch, held until it ends)."""
+        options = check_options(length, temperature, top_k, top_p, num_samples, seed, stop)
         texts = [io.StringIO() for _ in range(num_samples)]
-        for _, pieces in self._samples(prompt, options):
+        for pieces in self.pieces(prompt, options):
             for text, piece in zip(texts, pieces):
-                text.write(piece)
+                text.write(piece.text)
         samples = [prompt + text.getvalue() for text in texts]
         return samples[0] if num_samples == 1 else samples
 

@@ -8,6 +8,8 @@ import functools
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -460,3 +462,24 @@ def test_prepare_train_info_eval_from_the_command_line(tmp_path):
     shutil.move(parts, tmp_path / "moved")  # the validation text is read from the source files, checked by their sha256
     line = error_line(run("eval", "-c", tmp_path / "run"), 1)
     assert "name a FILE to evaluate on" in line and "a.txt" in line
+
+
+@pytest.mark.slow
+def test_two_processes_train_from_a_prepared_folder_as_one_does(tmp_path, tiny_file):
+    """Under torchrun every rank maps the same ids and reads its own lanes: the run is the one-process run."""
+    from tests.test_resume import metrics, torchrun
+
+    prepared = tmp_path / "prepared"
+    assert run("prepare", tiny_file, "--out", prepared, "--val-fraction", "0.1").exit_code == 0
+    options = ["--layers", "1", "--hidden", "16", "--embedding-dim", "8", "--batch-size", "4", "--seq-len", "8", "--precision", "fp32",
+               "--max-steps", "10", "--eval-every", "5", "--threads", "1", "--lr", "0.01"]
+    result = torchrun("train", prepared, "--out", tmp_path / "ddp", *options)
+    assert result.returncode == 0, result.stderr
+    assert "2 processes: each trains 2 of the 4 lanes" in result.stderr
+    single = subprocess.run([sys.executable, "-m", "chargen", "train", prepared, "--out", tmp_path / "one", *map(str, options)], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    ddp, one = metrics(tmp_path / "ddp"), metrics(tmp_path / "one")
+    assert [r["step"] for r in ddp] == [r["step"] for r in one] == [5, 10]
+    for a, b in zip(ddp, one):
+        assert a["val_bpc"] == pytest.approx(b["val_bpc"], abs=1e-4)
+    assert json.loads((tmp_path / "ddp" / "config.json").read_text())["corpus"]["prepared"] == str(prepared.resolve())

@@ -1,6 +1,7 @@
 """`chargen sample`, `predict` and `eval`: what a trained model writes, guesses and scores."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -8,8 +9,8 @@ import click
 
 from ..corpus import read_prompt
 from ..model import PRECISIONS
-from ..sample import Likeliest, check_options, check_text
-from .common import cli, load_sampler, newest, writing_stdout
+from ..sample import Likeliest, SamplingOptions, check_text
+from .common import cli, load_sampler, newest, unescape, writing_stdout
 
 
 @cli.command()
@@ -22,33 +23,41 @@ from .common import cli, load_sampler, newest, writing_stdout
 @click.option("--top-p", type=float, default=1.0, show_default=True, help="Draw only from the smallest set holding this probability.")
 @click.option("--seed", type=int, help="The same seed gives the same text.")
 @click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, generated as one batch (at most 1,024).")
+@click.option("--stop", multiple=True, callback=lambda ctx, param, values: tuple(unescape(ctx, param, v) for v in values),
+              help="End the text just before this text (\\n is a newline); may be given several times.")
+@click.option("--logprobs", type=int, default=0, help="Print each token as a JSON line with its log probability and those of the K likeliest.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="auto: bf16 steps where the CPU has it natively.")
-def sample(
-    checkpoint: Path | None, prompt: str, prompt_file: Path | None, length: int, temperature: float, top_k: int, top_p: float,
-    seed: int | None, num_samples: int, precision: str,
-) -> None:
+def sample(checkpoint: Path | None, prompt: str, prompt_file: Path | None, precision: str, **options) -> None:
     """Generate text from a trained model; text goes to stdout, messages to stderr.
 
     \b
       chargen sample --prompt "Napoleon was" --length 300 --temperature 0.8
       chargen sample -c checkpoints/tinyshakespeare --num-samples 4 --seed 1
-      chargen sample --prompt-file opening.txt --length 1000
+      chargen sample --prompt-file opening.txt --length 1000 --stop "\\n\\n"
     """
     if prompt_file is not None:
         if prompt:
             raise click.UsageError("give --prompt or --prompt-file, not both")
         prompt = read_prompt(prompt_file)
     check_text(prompt)  # the options first: a checkpoint can take seconds to read
-    check_options(length, temperature, top_k, top_p, num_samples, seed)
+    sampling = SamplingOptions(**options)
+    if sampling.logprobs and sampling.num_samples > 1:
+        raise click.UsageError("--logprobs prints one sample's tokens: give it without --num-samples")
     sampler = load_sampler(checkpoint, precision)
     with writing_stdout():
-        if num_samples == 1:
-            for piece in sampler.stream(prompt, length, temperature, top_k, top_p, seed):
-                sys.stdout.write(piece)
+        if sampling.logprobs:
+            for (piece,) in sampler.pieces(prompt, sampling):
+                line = {"text": piece.text, "token": piece.token, "logprob": piece.logprob, "top": dict(piece.top)}
+                sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+        elif sampling.num_samples == 1:
+            sys.stdout.write(prompt)
+            for (piece,) in sampler.pieces(prompt, sampling):
+                sys.stdout.write(piece.text)
                 sys.stdout.flush()
             sys.stdout.write("\n")
         else:
-            texts = sampler.generate(prompt, length, temperature, top_k, top_p, seed, num_samples)
+            s = sampling
+            texts = sampler.generate(prompt, s.length, s.temperature, s.top_k, s.top_p, s.seed, s.num_samples, s.stop)
             sys.stdout.write("\n\n".join(texts) + "\n")
 
 
