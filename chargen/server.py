@@ -470,7 +470,7 @@ def playground_page() -> str:
         return PLACEHOLDER
 
 
-TURN_S = 0.02  # steps a batch takes before the event loop does its other work: sends, new requests, disconnects
+TURN_S = 0.05  # steps a batch takes before the event loop does its other work: sends, new requests, disconnects
 
 
 class Driven:
