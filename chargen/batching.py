@@ -81,11 +81,12 @@ class Batcher:
         return bool(self.streams or self.waiting)
 
     def step(self) -> None:
-        """Let waiting requests join while there are free rows, then one batched step for every row."""
-        while self.waiting and self.rows < self.max_streams:
-            request = self.waiting.popleft()
-            if not request.cancelled.is_set():
-                self._join(request)
+        """Let the first waiting request join if its rows fit (one a step: a long prompt's reading holds up the others),
+        then one batched step for every row."""
+        while self.waiting and self.waiting[0].cancelled.is_set():
+            self.waiting.popleft()
+        if self.waiting and (not self.streams or self.rows + self.waiting[0].options.num_samples <= self.max_streams):
+            self._join(self.waiting.popleft())
         if self.streams:
             self._step()
 
@@ -98,9 +99,12 @@ class Batcher:
                 return
 
     def finish(self) -> None:
-        """End every request now, written or not: each choice is told it is done."""
+        """End every request now, written or not, waiting or not: each choice is told it is done."""
         for stream in self.streams:
             stream.request.sink(stream.choice, None)
+        for request in self.waiting:
+            for choice in range(request.options.num_samples):
+                request.sink(choice, None)
         self.streams, self.logits, self.state = [], None, None
         self.waiting.clear()
 

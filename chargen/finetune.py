@@ -110,16 +110,21 @@ def extend_model(model: LanguageModel, config: ModelConfig) -> LanguageModel:
     return extended.train(model.training)
 
 
-def freeze_lower_layers(model: LanguageModel, layers: int) -> None:
-    """Keep the input embedding and the lowest `layers` recurrent layers fixed: only the layers above and the head learn.
-
-    layers may be every layer, which leaves only the head to learn. With tied weights the embedding is also the
-    output layer, which must learn the new text's tokens: it stays trainable, and only the recurrent layers freeze.
-    """
-    most = model.config.layers
+def check_freeze(layers: object, most: int) -> None:
     if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= most:
         raise OptionError(f"freeze must be between 1 and {most} (the model's layers), not {layers!r}")
-    if model.embedding is not None and not model.config.tie_weights:
+
+
+def freeze_lower_layers(model: LanguageModel, layers: int, embedding: bool = True) -> None:
+    """Keep the input embedding (unless embedding is False) and the lowest `layers` recurrent layers fixed: only the
+    layers above and the head learn.
+
+    layers may be every layer, which leaves only the head to learn. A fine-tune whose text adds tokens keeps the
+    embedding learning, since its new rows start as the old rows' mean and would stay there. With tied weights
+    the embedding is also the output layer, which must learn the new text's tokens: it stays trainable too.
+    """
+    check_freeze(layers, model.config.layers)
+    if embedding and model.embedding is not None and not model.config.tie_weights:
         model.embedding.weight.requires_grad_(False)
     for layer in range(layers):
         for weights in model.layer_weights(layer):
@@ -138,9 +143,24 @@ class Base:
     vocab: Vocab
     weights_sha256: str
 
-    def record(self, frozen_layers: int | None) -> dict:
-        """What config.json keeps of where the run started."""
-        return {"path": str(self.folder.resolve()), "sha256": self.weights_sha256, "frozen_layers": frozen_layers or 0}
+    def record(self, frozen_layers: int | None, vocab_size: int) -> dict:
+        """What config.json keeps of where the run started, and which of its weights stay fixed."""
+        frozen = {"frozen_layers": frozen_layers or 0, "frozen_embedding": bool(frozen_layers) and not self.adds_tokens(vocab_size)}
+        return {"path": str(self.folder.resolve()), "sha256": self.weights_sha256, **frozen}
+
+    def adds_tokens(self, vocab_size: int) -> bool:
+        return vocab_size > len(self.vocab)
+
+    def freeze(self, model: LanguageModel, layers: int | None) -> None:
+        """--freeze on the extended model: a one-hot input's new columns are the first layer's, which cannot freeze."""
+        if not layers:
+            return
+        if self.adds_tokens(model.config.vocab_size) and model.embedding is None:
+            raise OptionError(
+                "freeze would keep the first layer fixed, and with --input onehot it holds the inputs of the tokens the new "
+                "text adds, which would never learn: fine-tune without --freeze"
+            )
+        freeze_lower_layers(model, layers, embedding=not self.adds_tokens(model.config.vocab_size))
 
     def describe(self, vocab_size: int, frozen_layers: int | None) -> str:
         added = vocab_size - len(self.vocab)
@@ -162,5 +182,5 @@ def fine_tuning_base(folder: Path, options: dict, embeddings: object, freeze: in
     if options.setdefault("tokenizer", kind) != kind:
         raise ChargenError(f"{folder} holds a {kind} model: fine-tuning keeps its tokenizer, not --tokenizer {options['tokenizer']}")
     if freeze is not None:
-        freeze_lower_layers(ckpt.model, freeze)  # checked now, on the model as read: the run freezes its extended copy
+        check_freeze(freeze, config.layers)  # now: the run freezes its extended copy
     return Base(folder, ckpt.model, ckpt.vocab, file_sha256(current(folder, checkpoint.WEIGHTS)))

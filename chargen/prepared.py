@@ -97,7 +97,11 @@ def prepare(
     say = report or (lambda line: None)
     names, out = names_of(names), Path(out)
     _check_out(out, overwrite)
-    paths, characters, chars = _scan(check_texts(find_files(names), options, skip_non_text), options, skip_non_text)
+    inside = out.resolve()
+    found = [path for path in find_files(names) if inside not in path.resolve().parents]  # never its own files, prepared there before
+    if not found:
+        raise ChargenError(f"the corpus named holds no files outside --out {out}")
+    paths, characters, chars = _scan(check_texts(found, options, skip_non_text), options, skip_non_text)
     n_val = validation_size(characters, options.val_fraction)
     if options.tokenizer == "char":
         vocab: Vocab = Vocabulary(chars)

@@ -70,7 +70,7 @@ class RunRecord:
     progress: dict  # step, chars, elapsed_s, best_val_bpc, last_val_bpc: what `chargen info` shows
     recipe: dict | None = None  # what the recipe chose and why, when it chose
     embeddings: dict | None = None  # path, covered, frozen: pre-trained vectors the run started from
-    init_from: dict | None = None  # path, sha256 (of its weights), frozen_layers: the checkpoint a fine-tune started from
+    init_from: dict | None = None  # path, sha256 (of its weights), frozen_layers, frozen_embedding: the checkpoint a fine-tune started from
     chargen_version: str = __version__
 
     def to_json(self) -> dict:

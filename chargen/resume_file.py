@@ -106,11 +106,12 @@ def optimized_shapes(ckpt: Checkpoint) -> list[tuple[int, ...]]:
     from .finetune import freeze_lower_layers
 
     frozen = ckpt.record.frozen_embeddings
-    layers = (ckpt.record.init_from or {}).get("frozen_layers")
+    started = ckpt.record.init_from or {}
+    layers = started.get("frozen_layers")
     model = ckpt.model
     if layers:
         model = copy.deepcopy(model)
-        freeze_lower_layers(model, layers)
+        freeze_lower_layers(model, layers, started.get("frozen_embedding", True))
     parameters = model.named_parameters()
     return [tuple(p.shape) for name, p in parameters if p.requires_grad and not (frozen and name == "embedding.weight")]
 

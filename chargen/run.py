@@ -262,13 +262,13 @@ def train(
             check_space(folder, model_config)
             torch.manual_seed(config.seed)
             model = LanguageModel(model_config) if base is None else extend_model(base.model, model_config)
-            if freeze:
-                freeze_lower_layers(model, freeze)
+            if base is not None:
+                base.freeze(model, freeze)
             vectors = None
             if embeddings is not None:
                 covered = initialise_embedding(model.embedding, embeddings, data.vocab.token_texts, freeze_embeddings)
                 vectors = {"path": str(Path(embeddings).resolve()), "covered": covered, "frozen": freeze_embeddings}
-            started = None if base is None else base.record(freeze)
+            started = None if base is None else base.record(freeze, len(data.vocab))
             keeper = RunFolder(folder, corpus_record, None if plan is None else plan.to_dict(), vectors, data.vocab, config.tensorboard, started)
             trainer = Trainer(model, data, config, runtime, TrainingDisplay(quiet=quiet), keeper)
             if vectors is not None:
@@ -325,7 +325,7 @@ def resume(
         if record.frozen_embeddings:
             model.embedding.weight.requires_grad_(False)
         if record.init_from and record.init_from.get("frozen_layers"):
-            freeze_lower_layers(model, record.init_from["frozen_layers"])
+            freeze_lower_layers(model, record.init_from["frozen_layers"], record.init_from.get("frozen_embedding", True))
         try:
             keeper = RunFolder(folder, corpus_record, record.recipe, record.embeddings, data.vocab, config.tensorboard, record.init_from)
             trainer = Trainer(model, data, config, runtime, TrainingDisplay(quiet=quiet), keeper)

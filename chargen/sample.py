@@ -25,7 +25,7 @@ from .step import Stepper
 MAX_SAMPLES = 1024  # streams in one batch: each holds its state and its text until the batch ends
 MAX_HELD = 10_000_000  # characters a batch of samples may hold; one sample streams and holds none
 MAX_HELD_BACK = 8  # tokens a BPE decoder may hold back for a character to complete (UTF-8 needs at most 4 bytes)
-MAX_STOPS, MAX_STOP_LENGTH = 16, 1000  # stop sequences: how many, and how long each
+MAX_STOPS, MAX_STOP_LENGTH = 16, 100  # stop sequences: how many, and how long each (each token tests each one's beginnings)
 MAX_LOGPROBS = 20  # alternatives given with each token
 
 
@@ -184,9 +184,19 @@ class StopText:
         if found:
             self.stopped, self.held = True, ""
             return text[: min(found)]
-        keep = max((k for stop in self.stops for k in range(1, min(len(stop), len(text) + 1)) if text.endswith(stop[:k])), default=0)
+        keep = max((self._started(stop, text) for stop in self.stops), default=0)
         self.held = text[len(text) - keep :]
         return text[: len(text) - keep]
+
+    @staticmethod
+    def _started(stop: str, text: str) -> int:
+        """The length of the longest end of text that is a beginning of stop (shorter than stop): tried from the longest
+        down, only where stop's character there is text's last, so a writing that matches a long stop costs one test."""
+        last = text[-1:] or None
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if stop[k - 1] == last and text.endswith(stop[:k]):
+                return k
+        return 0
 
     def flush(self) -> str:
         """The text held back, once the sample ends without a stop."""

@@ -31,6 +31,7 @@ import json
 import math
 import re
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from starlette.types import Receive, Scope, Send
 
 from .batching import Batcher
 from .batching import Request as BatchRequest
-from .errors import ChargenError, OptionError, check_types
+from .errors import ChargenError, OptionError, check_types, first_line
 from .sample import Likeliest, Piece, Sampler, SamplingOptions, check_text
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for a completion
@@ -496,7 +497,11 @@ class Driven:
                 await self.wake.wait()
                 self.wake.clear()
                 continue
-            self.batcher.run_for(TURN_S)
+            try:
+                self.batcher.run_for(TURN_S)
+            except Exception as e:  # out of memory, or a bug: the requests under way end (their readers see it), the server stays up
+                sys.stderr.write(f"chargen: the batch failed ({type(e).__name__}: {first_line(e)}); its requests were ended\n")
+                self.batcher.finish()
             await asyncio.sleep(0)
 
     async def close(self) -> None:

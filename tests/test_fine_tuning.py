@@ -96,7 +96,7 @@ def test_a_fine_tune_starts_from_the_base_weights_its_vocabulary_extended(tmp_pa
     assert not torch.equal(dict(tuned.model.named_parameters())["rnn.1.weight_hh_l0"], base_weights["rnn.1.weight_hh_l0"])  # it trained
 
     record = json.loads((tmp_path / "tuned" / "config.json").read_text())
-    assert record["init_from"] == {"path": str(base.resolve()), "sha256": sha256(base / "model.safetensors"), "frozen_layers": 0}
+    assert record["init_from"] == {"path": str(base.resolve()), "sha256": sha256(base / "model.safetensors"), "frozen_layers": 0, "frozen_embedding": False}
     assert record["corpus"]["files"][0]["path"] == str(texts / "new.txt")
     assert summary(tmp_path / "tuned")["started_from"] == str(base.resolve())
     assert snapshot(base) == before  # the base is read, never written
@@ -172,16 +172,35 @@ def test_a_refusal_through_the_python_api_is_a_chargen_error(tmp_path, texts, ba
 
 @pytest.mark.parametrize("freeze", [1, 2])
 def test_frozen_layers_keep_the_base_weights_and_the_rest_learns(tmp_path, texts, base, freeze):
+    """The new text adds characters: the embedding keeps learning (its new rows would stay the mean), the layers freeze."""
     chargen.train(texts / "new.txt", tmp_path / "tuned", init_from=base, freeze=freeze, max_steps=4, eval_every=2, **TRAINING)
     old, new = load_file(base / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
     n = old["embedding.weight"].shape[0]
     for name in old:
         layer = int(name.split(".")[1]) if name.startswith("rnn.") else None
-        frozen = name == "embedding.weight" or layer is not None and layer < freeze
+        frozen = layer is not None and layer < freeze
         kept = torch.equal(new[name][:n], old[name]) if new[name].shape != old[name].shape else torch.equal(new[name], old[name])
         assert kept == frozen, name
-    assert torch.equal(new["embedding.weight"][n:], old["embedding.weight"].mean(0, keepdim=True).expand(new["embedding.weight"].shape[0] - n, -1))
-    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["init_from"]["frozen_layers"] == freeze
+    assert not torch.equal(new["embedding.weight"][n:], old["embedding.weight"].mean(0, keepdim=True).expand(new["embedding.weight"].shape[0] - n, -1))
+    started = json.loads((tmp_path / "tuned" / "config.json").read_text())["init_from"]
+    assert started["frozen_layers"] == freeze and started["frozen_embedding"] is False
+
+
+def test_a_text_that_adds_nothing_freezes_the_embedding_too(tmp_path, texts, base):
+    same = tmp_path / "same.txt"
+    same.write_text(BASE_TEXT[::-1], encoding="utf-8")  # the base's characters, another text
+    chargen.train(same, tmp_path / "tuned", init_from=base, freeze=1, max_steps=4, eval_every=2, **TRAINING)
+    old, new = load_file(base / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
+    assert torch.equal(new["embedding.weight"], old["embedding.weight"])
+    assert not torch.equal(new["rnn.1.weight_hh_l0"], old["rnn.1.weight_hh_l0"])
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["init_from"]["frozen_embedding"] is True
+
+
+def test_freeze_with_one_hot_inputs_and_new_tokens_is_refused(tmp_path, texts):
+    chargen.train(texts / "base.txt", tmp_path / "onehot", input="onehot", max_steps=2, **{**TRAINING, **ARCHITECTURE})
+    with pytest.raises(chargen.OptionError, match="--input onehot"):
+        chargen.train(texts / "new.txt", tmp_path / "tuned", init_from=tmp_path / "onehot", freeze=1, max_steps=2, **TRAINING)
+    assert not (tmp_path / "tuned").exists()
 
 
 @pytest.mark.parametrize("freeze", [None, 1])

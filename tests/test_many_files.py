@@ -483,3 +483,14 @@ def test_two_processes_train_from_a_prepared_folder_as_one_does(tmp_path, tiny_f
     for a, b in zip(ddp, one):
         assert a["val_bpc"] == pytest.approx(b["val_bpc"], abs=1e-4)
     assert json.loads((tmp_path / "ddp" / "config.json").read_text())["corpus"]["prepared"] == str(prepared.resolve())
+
+
+def test_a_corpus_prepared_into_a_folder_of_its_own_leaves_that_folder_out(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(DOCUMENTS[0], encoding="utf-8")
+    first = chargen.prepare(corpus, corpus / "prepared", CorpusOptions(val_fraction=0.1))
+    again = chargen.prepare(corpus, corpus / "prepared", CorpusOptions(val_fraction=0.1), overwrite=True)
+    assert [f.path for f in again.files] == [f.path for f in first.files] == [str((corpus / "a.txt").resolve())]
+    with pytest.raises(ChargenError, match="no files outside"):
+        chargen.prepare(corpus / "prepared", corpus / "prepared", CorpusOptions(val_fraction=0.1), overwrite=True)

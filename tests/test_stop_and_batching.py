@@ -102,6 +102,8 @@ def test_a_cancelled_request_leaves_the_batch_and_the_rest_go_on(trained):
     keep = batcher.submit(Request("the ", SamplingOptions(length=50), lambda c, p: p is None and done.append("keep")))
     gone = batcher.submit(Request("the ", SamplingOptions(length=10**6, num_samples=3), lambda c, p: None))
     batcher.step()
+    assert batcher.rows == 1  # one request joins a step: a long prompt's reading holds up the rest the less
+    batcher.step()
     assert batcher.rows == 4
     gone.cancel()
     batcher.step()
@@ -115,6 +117,25 @@ def test_at_most_max_streams_rows_the_rest_wait(trained):
     for _ in range(3):
         batcher.submit(Request("the ", SamplingOptions(length=5), lambda c, p: None))
     batcher.step()
+    batcher.step()
+    batcher.step()
     assert batcher.rows == 2 and len(batcher.waiting) == 1
     drain(batcher)
     assert batcher.rows == 0
+
+
+def test_finish_tells_every_choice_it_is_done_waiting_or_writing(trained):
+    batcher, ended = Batcher(chargen.load(trained)), []
+    batcher.submit(Request("the ", SamplingOptions(length=10**6, num_samples=2), lambda c, p: p is None and ended.append(("a", c))))
+    batcher.submit(Request("the ", SamplingOptions(length=10**6, num_samples=3), lambda c, p: p is None and ended.append(("b", c))))
+    batcher.step()
+    batcher.finish()
+    assert sorted(ended) == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("b", 2)] and not batcher.busy
+
+
+def test_a_long_stop_costs_little_on_every_token():
+    stop = "e" * 99 + "X"
+    cut = StopText((stop,) * 16)
+    for _ in range(2000):  # a text that keeps matching the stop's beginning: each token tests one beginning per stop
+        assert cut.feed("e") in ("", "e")
+    assert len(cut.held) == 99 and not cut.stopped
