@@ -495,6 +495,35 @@ def test_a_client_that_disconnects_mid_stream_frees_its_rows(served, trained):
 
 
 @pytest.mark.slow
+def test_a_reader_that_stops_reading_slows_nobody(served, trained):
+    """One client asks for a long stream and reads none of it, so its socket fills and the server's sends to it wait;
+    another's completion goes on and ends meanwhile, and the first still gets all of its text when it reads at last."""
+    import socket
+
+    port = int(served.rsplit(":", 1)[1])
+    body = json.dumps({"model": trained.name, "prompt": "the", "max_tokens": 100_000, "stream": True}).encode()
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=60)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        stalled.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                        b"Connection: close\r\n\r\n%s" % (len(body), body))
+        time.sleep(1)  # its stream is under way, unread
+        began = time.monotonic()
+        with urllib.request.urlopen(urllib.request.Request(f"{served}/v1/completions", json.dumps({"prompt": "the", "max_tokens": 2000}).encode(),
+                                                           {"Content-Type": "application/json"}), timeout=60) as other:
+            assert len(json.loads(other.read())["choices"][0]["text"]) == 2000
+        assert time.monotonic() - began < 30
+        received = bytearray()
+        while chunk := stalled.recv(1 << 16):
+            received += chunk
+        assert b"data: [DONE]" in received[-64:]
+        texts = re.findall(rb'"text":"((?:[^"\\]|\\.)*)"', bytes(received))
+        assert sum(len(json.loads(b"\"" + t + b"\"")) for t in texts) == 100_000
+    finally:
+        stalled.close()
+
+
+@pytest.mark.slow
 def test_sigterm_stops_the_server_cleanly(trained, tmp_path):
     log = tmp_path / "stderr.txt"
     import http.client
