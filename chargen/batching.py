@@ -131,7 +131,7 @@ class Batcher:
         for row, (stream, token) in enumerate(zip(self.streams, ids.tolist())):
             if stream.request.cancelled.is_set():
                 continue
-            piece = stream.writing.take(token, self.logits[row])
+            piece = stream.writing.take(token, self.logits[row] if stream.writing.logprobs else None)
             if piece.text or piece.token is not None:
                 stream.request.sink(stream.choice, piece)
             if stream.writing.done:

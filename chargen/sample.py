@@ -215,8 +215,8 @@ class Writing:
     def done(self) -> bool:
         return self.missing == 0
 
-    def take(self, token: int, logits: torch.Tensor) -> Piece:
-        """The piece a drawn token adds, given the logits (V,) it was drawn from."""
+    def take(self, token: int, logits: torch.Tensor | None) -> Piece:
+        """The piece a drawn token adds, given the logits (V,) it was drawn from (needed only for log probabilities)."""
         raw = self.decode(token)[: self.missing]
         self.missing -= len(raw)
         text = self.stop.feed(raw)
