@@ -100,6 +100,10 @@ def stderr():
 
 
 def shown(value) -> str:
+    if isinstance(value, list):  # one line each: the files of a corpus
+        return "\n".join(shown(item) for item in value)
+    if isinstance(value, dict) and {"path", "sha256"} <= value.keys():
+        return f"{value['path']}  (sha256 {value['sha256'][:12]}…)"
     if isinstance(value, float) and value > 100:
         return f"{value:,.0f}"
     if isinstance(value, float):
