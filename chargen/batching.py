@@ -37,6 +37,7 @@ class Request:
     options: SamplingOptions
     sink: Sink
     cancelled: threading.Event = field(default_factory=threading.Event)
+    read: tuple[torch.Tensor, State] | None = None  # the prompt's last logits and state, once Batcher.read_prompt has read it
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -109,16 +110,24 @@ class Batcher:
         self.waiting.clear()
 
     @torch.inference_mode()
-    def _join(self, request: Request) -> None:
-        """The prompt is read once by the fused layers; each choice starts from that state, with the request's generator."""
-        n = request.options.num_samples
+    def read_prompt(self, request: Request) -> Request:
+        """Read the prompt through the fused layers, once for all its choices: from any thread, so that a server reads a
+        long prompt beside the batch instead of holding every row up while it does (the weights are only read)."""
         logits, state = self.sampler.model(self.sampler.prompt_ids(request.prompt)[None])
+        request.read = (logits[:, -1], state)
+        return request
+
+    @torch.inference_mode()
+    def _join(self, request: Request) -> None:
+        """Each choice starts from the state after the prompt (read now if it was not), with the request's generator."""
+        n = request.options.num_samples
+        logits, state = (request.read or self.read_prompt(request).read)
         generator = self.generator
         if request.options.seed is not None:
             generator = torch.Generator()
             generator.manual_seed(request.options.seed)
         new = [Stream(request, i, Writing(self.sampler.vocab, request.options), generator) for i in range(n)]
-        rows = logits[:, -1].expand(n, -1)
+        rows = logits.expand(n, -1)
         self.streams += new
         self.logits = rows if self.logits is None else torch.cat([self.logits, rows])
         self.state = states.repeat(state, n) if self.state is None else states.cat([self.state, states.repeat(state, n)], dim=1)

@@ -333,15 +333,18 @@ class Job:
         self.requests: list[BatchRequest] = []
         self.interrupted = False  # ended by interrupt(), not done: the server is stopping
 
-    def start(self, batcher: Driven) -> None:
-        """Submit every prompt; with max_tokens 0 there is nothing to draw and every choice is done at once."""
+    async def start(self, batcher: Driven) -> None:
+        """Submit every prompt, each read beside the batch first; with max_tokens 0 there is nothing to draw and every
+        choice is done at once."""
         if self.completion.options.length == 0:
             for choice in self.choices:
                 choice.done = True
             return
         n = self.completion.options.num_samples
-        for i, prompt in enumerate(self.completion.prompts):
-            self.requests.append(batcher.submit(BatchRequest(prompt, self.completion.options, self.sink(i * n))))
+        requests = [BatchRequest(prompt, self.completion.options, self.sink(i * n)) for i, prompt in enumerate(self.completion.prompts)]
+        self.requests += requests  # cancel() reaches them while their prompts are read
+        for request in requests:
+            await batcher.submit(request)
 
     def sink(self, first: int) -> Callable[[int, Piece | None], None]:
         """What the batch thread calls with a prompt's pieces: it hands them to the event loop and never blocks."""
@@ -480,13 +483,16 @@ class Driven:
 
     def __init__(self, batcher: Batcher):
         self.batcher, self.wake = batcher, asyncio.Event()
+        self.reading = anyio.CapacityLimiter(1)  # one prompt read at a time: a long one's activations take hundreds of MB
         self.task = asyncio.get_running_loop().create_task(self.run())
 
     @property
     def rows(self) -> int:
         return self.batcher.rows
 
-    def submit(self, request: BatchRequest) -> BatchRequest:
+    async def submit(self, request: BatchRequest) -> BatchRequest:
+        """The prompt is read in a worker thread (a long one takes seconds), then the request joins the batch."""
+        await anyio.to_thread.run_sync(self.batcher.read_prompt, request, limiter=self.reading)
         self.batcher.submit(request)
         self.wake.set()
         return request
@@ -635,8 +641,12 @@ class Api:
         completion = self.completion(await read_json(request, self.settings.max_body_bytes))
         batcher = self.batcher(completion.model)
         job = Job(completion, self.models[completion.model])
-        job.start(batcher)
         self.jobs.add(job)
+        try:
+            await job.start(batcher)
+        except BaseException:
+            self.done(job)
+            raise
         if completion.stream:
             return EventStream(job.chunks(), lambda: self.done(job))
         try:
