@@ -474,6 +474,7 @@ def playground_page() -> str:
         return PLACEHOLDER
 
 
+READ_BESIDE = 256  # prompts longer than this many characters are read beside the batch, not in its turn (0.1 s or more here)
 TURN_S = 0.05  # steps a batch takes before the event loop does its other work: sends, new requests, disconnects
 
 
@@ -491,8 +492,9 @@ class Driven:
         return self.batcher.rows
 
     async def submit(self, request: BatchRequest) -> BatchRequest:
-        """The prompt is read in a worker thread (a long one takes seconds), then the request joins the batch."""
-        await anyio.to_thread.run_sync(self.batcher.read_prompt, request, limiter=self.reading)
+        """A long prompt is read in a worker thread first (it takes seconds); a short one is read as it joins the batch."""
+        if len(request.prompt) > READ_BESIDE:
+            await anyio.to_thread.run_sync(self.batcher.read_prompt, request, limiter=self.reading)
         self.batcher.submit(request)
         self.wake.set()
         return request
