@@ -9,7 +9,7 @@
 A request is checked whole before anything is drawn, with the library's own checks (SamplingOptions, check_text,
 the vocabulary's encode), so its ranges are the command line's; a refusal is OpenAI's error shape. Every
 completion of a model is written by that model's one Batcher: each choice is a row of one batched step per token,
-and the batch thread hands its pieces to the event loop through a mailbox. A client that goes away cancels its rows;
+run by a task of the event loop in turns (Driven), hands its pieces to each job's mailbox. A client that goes away cancels its rows;
 a server that stops ends the completions under way with an error (Api.interrupt) rather than cut them off.
 
 max_tokens counts characters for every tokenizer, as --length does; usage counts tokens as the model's vocabulary
@@ -318,7 +318,7 @@ INTERRUPT = (-1, None)  # what Job.interrupt puts in a mailbox: the server is st
 
 class Job:
     """One completion request in its model's batch: a batch Request per prompt, the choices they write (prompt i's
-    sample j is choice i * n + j, as OpenAI numbers them), and the mailbox through which the batch thread hands
+    sample j is choice i * n + j, as OpenAI numbers them), and the mailbox through which the batch hands
     their pieces to the event loop."""
 
     def __init__(self, completion: Completion, sampler: Sampler):
@@ -347,7 +347,7 @@ class Job:
             await batcher.submit(request)
 
     def sink(self, first: int) -> Callable[[int, Piece | None], None]:
-        """What the batch thread calls with a prompt's pieces: it hands them to the event loop and never blocks."""
+        """What the batch calls with a prompt's pieces, between its steps: it never blocks."""
 
         def put(choice: int, piece: Piece | None) -> None:
             self.mailbox.put((first + choice, piece))
