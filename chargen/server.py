@@ -8,8 +8,8 @@
 
 A request is checked whole before anything is drawn, with the library's own checks (SamplingOptions, check_text,
 the vocabulary's encode), so its ranges are the command line's; a refusal is OpenAI's error shape. Every
-completion of a model is written by that model's one Batcher: each choice is a row of one batched step per token,
-run by a task of the event loop in turns (Driven), hands its pieces to each job's mailbox. A client that goes away cancels its rows;
+completion of a model is written by that model's one Batcher: each choice is a row of one batched step per token;
+the batch, run in turns by a task of the event loop (Driven), hands its pieces to each job's mailbox. A client that goes away cancels its rows;
 a server that stops ends the completions under way with an error (Api.interrupt) rather than cut them off.
 
 max_tokens counts characters for every tokenizer, as --length does; usage counts tokens as the model's vocabulary
