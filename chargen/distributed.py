@@ -84,8 +84,12 @@ def setup(device: torch.device) -> Group:
     return Group(dist.get_rank(), dist.get_world_size())
 
 
-def shutdown() -> None:
+def shutdown(finished: bool = False) -> None:
+    """Leave the process group; a run that finished waits for every rank first, so that none tears its connections
+    down while another still uses them (a rank so cut off aborts at exit, and torchrun reports the run failed)."""
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -277,7 +277,9 @@ def train(
             if base is not None:
                 trainer.display.log(base.describe(len(data.vocab), freeze))
             describe(trainer, corpus_record.name, keeper)
-            return replace(trainer.run(), folder=folder)
+            result = trainer.run()
+            distributed.shutdown(finished=True)
+            return replace(result, folder=folder)
         finally:
             distributed.shutdown()
 
@@ -333,6 +335,8 @@ def resume(
             keeper.resumed(trainer.progress.step)
             describe(trainer, corpus_record.name, keeper)
             trainer.display.log(f"resuming at step {trainer.progress.step:,} ({trainer.progress.elapsed_s:.0f} s trained so far)")
-            return replace(trainer.run(), folder=folder)
+            result = trainer.run()
+            distributed.shutdown(finished=True)
+            return replace(result, folder=folder)
         finally:
             distributed.shutdown()
