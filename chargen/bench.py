@@ -18,7 +18,7 @@ import torch.nn as nn
 from .config import TrainConfig
 from .corpus import Corpus, lanes, read_text, windows
 from .errors import OptionError
-from .model import LanguageModel, ModelConfig, resolve_precision
+from .model import LanguageModel, ModelConfig, cpu_has_native_bf16, resolve_precision
 from .progress import TrainingDisplay
 from .sample import MAX_SAMPLES, Sampler
 from .state import State
@@ -65,10 +65,10 @@ def timed(fn: Callable[[], int], repeats: int = 3) -> float:
     return statistics.median(rates)
 
 
-def training_speed(corpus: Corpus, steps: int, batch_size: int, seq_len: int) -> tuple[float, float]:
-    """Characters per second: chargen's default training step, and the plain float32 reference of the same shape."""
+def training_speed(corpus: Corpus, steps: int, batch_size: int, seq_len: int, cell: str = "lstm") -> tuple[float, float]:
+    """Characters per second: chargen's default training step for a 2 × 512 model of the cell, and the plain float32 LSTM of that shape."""
     config = TrainConfig(batch_size=batch_size, seq_len=seq_len)
-    model = LanguageModel(ModelConfig(vocab_size=len(corpus.vocab)))
+    model = LanguageModel(ModelConfig(vocab_size=len(corpus.vocab), cell=cell))
     trainer = Trainer(model, corpus, config, Runtime.resolve(config.device, config.precision), TrainingDisplay(quiet=True))
     batches = trainer.batches()
 
@@ -95,13 +95,15 @@ def training_speed(corpus: Corpus, steps: int, batch_size: int, seq_len: int) ->
     return ours, timed(reference_steps)
 
 
-def sampling_speed(vocab: Vocab, length: int, streams: int) -> dict[str, float]:
+def sampling_speed(vocab: Vocab, length: int, streams: int, cell: str = "lstm") -> dict[str, float]:
     """Characters per second for one stream and for a batch of streams, the per-character nn.LSTM loop,
     and seconds from a loaded model to its first character."""
-    model = LanguageModel(ModelConfig(vocab_size=len(vocab)))
+    model = LanguageModel(ModelConfig(vocab_size=len(vocab), cell=cell))
     sampler = Sampler(model, vocab)
     prompt = "The "
     one = timed(lambda: len(sampler.generate(prompt, length, seed=1)) - len(prompt))
+    int8 = Sampler(model, vocab, precision="int8")
+    one_int8 = timed(lambda: len(int8.generate(prompt, length, seed=1)) - len(prompt))
     batch = timed(lambda: sum(len(t) - len(prompt) for t in sampler.generate(prompt, length, seed=1, num_samples=streams)))
 
     @torch.inference_mode()
@@ -117,7 +119,7 @@ def sampling_speed(vocab: Vocab, length: int, streams: int) -> dict[str, float]:
     start = time.perf_counter()
     next(Sampler(model, vocab).generate_ids(prompt, 1, 1.0, 0, 1.0, 1, 1))
     first = time.perf_counter() - start
-    return {"one": one, "batch": batch, "loop": loop, "first": first}
+    return {"one": one, "one_int8": one_int8, "batch": batch, "loop": loop, "first": first}
 
 
 def encoding_speed(path: Path) -> float:
@@ -131,11 +133,17 @@ def encoding_speed(path: Path) -> float:
     return timed(encode) / 1e6
 
 
+def processor() -> str:
+    """What the figures depend on most: the kernels PyTorch picked here, and whether bf16 is native."""
+    return f"{torch.backends.cpu.get_cpu_capability()}, {'native bf16' if cpu_has_native_bf16() else 'no native bf16'}, {torch.get_num_threads()} threads"
+
+
 def run(
     corpus_path: Path | None, steps: int = 10, length: int = 2000, streams: int = 32,
-    batch_size: int = TrainConfig.batch_size, seq_len: int = TrainConfig.seq_len,
+    batch_size: int = TrainConfig.batch_size, seq_len: int = TrainConfig.seq_len, cell: str = "lstm",
 ) -> list[Row]:
-    """Every measurement, in one process, on this machine."""
+    """Every measurement of a model of the cell, in one process, on this machine."""
+    ModelConfig(vocab_size=1, cell=cell)  # checks it before anything is timed
     for name, value, least, most in (("steps", steps, 1, None), ("length", length, 4, None), ("streams", streams, 1, MAX_SAMPLES)):
         if value < least or most is not None and value > most:
             raise OptionError(f"{name} must be at least {least}{'' if most is None else f' and at most {most:,}'}, not {value}")
@@ -147,11 +155,12 @@ def run(
         letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"-\n()0123456789"
         text = "".join(letters[i] for i in torch.randint(len(letters), (2_000_000,), generator=generator).tolist())
         corpus = Corpus.from_text(text, 0.05)
-    sampling = sampling_speed(corpus.vocab, length, streams)
-    ours, reference = training_speed(corpus, steps, batch_size, seq_len)
+    sampling = sampling_speed(corpus.vocab, length, streams, cell)
+    ours, reference = training_speed(corpus, steps, batch_size, seq_len, cell)
     rows = [
-        Row(f"training ({ModelConfig.layers} × {ModelConfig.hidden} LSTM, batch {batch_size} × {seq_len})", ours, reference, "chars/s"),
-        Row("sampling, one stream", sampling["one"], sampling["loop"], "chars/s"),
+        Row(f"training ({ModelConfig.layers} × {ModelConfig.hidden} {cell}, batch {batch_size} × {seq_len})", ours, reference, "chars/s"),
+        Row(f"sampling, one stream ({resolve_precision('auto')})", sampling["one"], sampling["loop"], "chars/s"),
+        Row("sampling, one stream (--precision int8)", sampling["one_int8"], sampling["loop"], "chars/s"),
         Row(f"sampling, {streams} streams in one batch", sampling["batch"], sampling["loop"], "chars/s"),
         Row("loaded model to first character", sampling["first"], None, "s"),
     ]

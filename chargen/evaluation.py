@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .corpus import read_text
+from .dynamic import DynamicOptions, dynamic_bits
 from .errors import OptionError, check_types
 from .inputs import validation_split
 from .ngram import WordTrigram
@@ -60,6 +62,9 @@ class Report:
     top5: float
     baseline_top1: float | None = None
     baseline_top5: float | None = None
+    seconds: float = 0.0  # the static evaluation's time
+    dynamic_bits_per_char: float | None = None  # with dynamic evaluation: the model learning as it reads
+    dynamic_seconds: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,8 +127,12 @@ def evaluate_text(sampler: Sampler, text: str, max_words: int | None = 1000, k: 
     return {"tokens": tokens, "bits": bits, "words_scored": len(positions), **rates}
 
 
-def evaluate(path: str | Path | None = None, file: str | Path | None = None, max_words: int | None = 1000, baseline: bool = False) -> Report:
-    """Bits per character, perplexity and next-word top-1/top-5 accuracy of a checkpoint on a text.
+def evaluate(
+    path: str | Path | None = None, file: str | Path | None = None, max_words: int | None = 1000, baseline: bool = False,
+    dynamic: DynamicOptions | None = None,
+) -> Report:
+    """Bits per character, perplexity and next-word top-1/top-5 accuracy of a checkpoint on a text; with dynamic, also
+    the bits per character of dynamic evaluation, beside the static figure.
 
     Without a file, the text is the validation part of the checkpoint's own corpus.
     """
@@ -141,7 +150,14 @@ def evaluate(path: str | Path | None = None, file: str | Path | None = None, max
     if baseline and train_text is None:
         train_text = validation_split(ckpt.record.corpus)[1]  # the baseline counts what the model trained on
     trigram = WordTrigram.fit(words(train_text)) if baseline else None
+    start = time.perf_counter()
     r = evaluate_text(sampler, text, max_words, 5, trigram)
+    seconds = time.perf_counter() - start
+    dynamic_bpc = dynamic_seconds = None
+    if dynamic is not None:
+        start = time.perf_counter()
+        dynamic_bpc = dynamic_bits(ckpt.model, torch.from_numpy(ckpt.vocab.encode(text)).long(), dynamic).sum().item() / len(text)
+        dynamic_seconds = time.perf_counter() - start
     return Report(
         file=name,
         characters=len(text),
@@ -153,4 +169,7 @@ def evaluate(path: str | Path | None = None, file: str | Path | None = None, max
         top5=r["top5"],
         baseline_top1=r.get("baseline_top1"),
         baseline_top5=r.get("baseline_top5"),
+        seconds=seconds,
+        dynamic_bits_per_char=dynamic_bpc,
+        dynamic_seconds=dynamic_seconds,
     )

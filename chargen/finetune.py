@@ -68,7 +68,7 @@ def _vocab_axes(model: LanguageModel) -> dict[str, tuple[int, Callable[[torch.Te
     if model.embedding is not None:
         axes["embedding.weight"] = (0, _mean)
     else:  # a one-hot input picks the first layer's input-weight column of its token
-        first = model.layer_weights(0)[0]
+        first = model.input_weight()
         axes[next(name for name, p in model.named_parameters() if p is first)] = (1, _mean)
     return axes
 
@@ -127,7 +127,7 @@ def freeze_lower_layers(model: LanguageModel, layers: int, embedding: bool = Tru
     if embedding and model.embedding is not None and not model.config.tie_weights:
         model.embedding.weight.requires_grad_(False)
     for layer in range(layers):
-        for weights in model.layer_weights(layer):
+        for weights in model.layer_parameters(layer):
             weights.requires_grad_(False)
 
 

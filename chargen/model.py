@@ -13,15 +13,16 @@ import torch.nn.functional as F
 
 from . import state as states
 from .errors import OptionError, check_types
+from .mingru import MinGRU
 from .state import State
 
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN, "mingru": MinGRU}
 INPUTS = ("embedding", "onehot")
 NONLINEARITIES = ("tanh", "relu")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight blocks per recurrent layer
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight blocks per recurrent layer of PyTorch's cells
 # The largest model chargen builds, from the command line or a checkpoint's config.json: sizes past
 # these are typing errors or hostile files, and would allocate gigabytes before anything could check them.
 MAX_SIZES = {"layers": 64, "hidden": 1 << 16, "embedding_dim": 1 << 16, "vocab_size": 1 << 22}
@@ -65,9 +66,13 @@ class ModelConfig:
         """What LanguageModel(self).num_parameters() will be, computed without building it."""
         skip = self.skip_connections and self.layers > 1
         inputs = self.embedding_dim if self.input == "embedding" else self.vocab_size
-        gates = GATES[self.cell] * self.hidden
+        gates = GATES.get(self.cell, 0) * self.hidden
         count = self.vocab_size * self.embedding_dim if self.input == "embedding" else 0
-        count += sum(gates * ((inputs if i == 0 else self.hidden) + self.hidden + 2) for i in range(self.layers))
+        if self.cell == "mingru":  # per block: gate and candidate, the input's norm above the first, the MLP's norm and two layers
+            h, sizes = self.hidden, [inputs] + [self.hidden] * (self.layers - 1)
+            count += sum(2 * h * (n + 1) + (2 * n if i else 0) + 2 * h + 2 * h * (h + 1) + h * (2 * h + 1) for i, n in enumerate(sizes))
+        else:
+            count += sum(gates * ((inputs if i == 0 else self.hidden) + self.hidden + 2) for i in range(self.layers))
         head_input = self.hidden * (self.layers if skip else 1)
         if self.tie_weights:
             return count + (head_input * self.embedding_dim if head_input != self.embedding_dim else 0) + self.vocab_size
@@ -100,7 +105,7 @@ def check_fits_in_memory(config: ModelConfig, bytes_per_parameter: int, purpose:
 
 
 class LanguageModel(nn.Module):
-    """Embedding (or one-hot) -> stacked fused RNN/GRU/LSTM -> dropout -> linear head.
+    """Embedding (or one-hot) -> stacked fused RNN/GRU/LSTM (or minGRU blocks, chargen/mingru.py) -> dropout -> linear head.
 
     With skip connections the head reads the outputs of every layer side by side, so each layer's
     gradient reaches it straight from the loss: a stack learns sooner from the same steps (docs/recipe.md).
@@ -121,7 +126,10 @@ class LanguageModel(nn.Module):
         self.skip = config.skip_connections and config.layers > 1
         if self.skip:
             self.rnn = nn.ModuleList(
-                CELLS[config.cell](rnn_input if i == 0 else config.hidden, config.hidden, 1, batch_first=True, **extra) for i in range(config.layers)
+                CELLS[config.cell](
+                    rnn_input if i == 0 else config.hidden, config.hidden, 1, batch_first=True, **extra, **({"first": i == 0} if config.cell == "mingru" else {})
+                )
+                for i in range(config.layers)
             )
         else:
             self.rnn = CELLS[config.cell](
@@ -171,9 +179,25 @@ class LanguageModel(nn.Module):
         return torch.cat(outputs, dim=-1), states.cat(per_layer, dim=0)
 
     def layer_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(input weights, recurrent weights, input bias, recurrent bias) of one layer, in PyTorch's gate order."""
+        """(input weights, recurrent weights, input bias, recurrent bias) of one layer of PyTorch's cells, in their gate order."""
         module, index = (self.rnn[layer], 0) if self.skip else (self.rnn, layer)
         return tuple(getattr(module, f"{name}_l{index}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def mingru_blocks(self) -> list:
+        """A minGRU model's blocks, lowest first, whether each layer is a module of its own or one module holds them all."""
+        return [block for module in (self.rnn if self.skip else [self.rnn]) for block in module.blocks]
+
+    def layer_parameters(self, layer: int) -> list[nn.Parameter]:
+        """Every parameter of one recurrent layer: what freezing a layer fixes."""
+        if self.config.cell == "mingru":
+            return list(self.mingru_blocks()[layer].parameters())
+        return list(self.layer_weights(layer))
+
+    def input_weight(self) -> torch.Tensor:
+        """The first layer's input matrix, whose columns are the tokens when the input is one-hot."""
+        if self.config.cell == "mingru":
+            return self.mingru_blocks()[0].project.weight
+        return self.layer_weights(0)[0]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -18,7 +18,6 @@ from .errors import ChargenError, OptionError, check_seed, check_types
 from .model import LanguageModel
 from .predict import WordPrediction, WordSearch, split_context
 from .state import State
-from .runtime import Runtime
 from .step import Stepper
 
 
@@ -360,8 +359,8 @@ def load(path: str | Path | None = None, precision: str = "auto") -> Sampler:
     """The best model of a checkpoint folder (default: the newest under ./checkpoints/), ready to generate.
 
     precision "auto" steps in bf16 where the processor computes it natively; "fp32" gives the fused
-    float32 layer's figures exactly.
+    float32 layer's figures exactly; "int8" steps with int8 weights, for processors without bf16.
     """
-    runtime = Runtime.resolve("cpu", precision)  # the steps run on the CPU: checked before the checkpoint is read
+    Stepper.kinds(precision)  # the steps run on the CPU: checked before the checkpoint is read
     ckpt = checkpoint.read(path if path is not None else checkpoint.latest())
-    return Sampler(ckpt.model, ckpt.vocab, ckpt.folder, runtime.precision)
+    return Sampler(ckpt.model, ckpt.vocab, ckpt.folder, precision)

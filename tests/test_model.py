@@ -8,7 +8,7 @@ from chargen.step import Stepper
 from .conftest import needs_native_bf16
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mingru"])
 @pytest.mark.parametrize("input", ["embedding", "onehot"])
 @pytest.mark.parametrize("skip", [True, False])
 def test_carried_state_equals_one_long_pass(cell, input, skip):
@@ -70,6 +70,10 @@ def test_skip_connections_let_the_output_read_the_lower_layers(skip):
         dict(cell="gru", layers=2, skip_connections=False),
         dict(cell="rnn", layers=2, skip_connections=False),
         dict(cell="lstm", layers=3, tie_weights=True, embedding_dim=12, skip_connections=False),
+        dict(cell="mingru", layers=3),
+        dict(cell="mingru", layers=1, input="onehot"),
+        dict(cell="mingru", layers=2, skip_connections=False),
+        dict(cell="mingru", layers=2, tie_weights=True, embedding_dim=12),
     ],
 )
 def test_stepper_equals_the_fused_layer(options):
@@ -107,3 +111,20 @@ def test_reduced_precision_stepper_stays_close_to_the_fused_layer(streams):
         logits, state = stepper.step(tokens[:, t], state)
         worst = max(worst, (logits.softmax(-1) - expected[:, t].softmax(-1)).abs().max().item())
     assert state[0].dtype == torch.float32 and worst < 0.02
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mingru"])
+@pytest.mark.parametrize("streams", [1, 3])
+def test_int8_stepper_stays_close_to_the_fused_layer(cell, streams):
+    """int8 weights and inputs quantised per step, float32 gates and state: near the float32 figures over a long run."""
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=11, cell=cell, hidden=64, embedding_dim=16)).eval()
+    tokens = torch.randint(0, 11, (streams, 300))
+    with torch.no_grad():
+        expected, _ = model(tokens)
+    stepper, state = Stepper(model, "int8"), None
+    worst = 0.0
+    for t in range(300):
+        logits, state = stepper.step(tokens[:, t], state)
+        worst = max(worst, (logits.softmax(-1) - expected[:, t].softmax(-1)).abs().max().item())
+    assert state[0].dtype == torch.float32 and 0 < worst < 0.05

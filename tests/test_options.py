@@ -102,7 +102,7 @@ def case(call, bad, message, error=OptionError, **param):
 
 LIBRARY = [
     # the model's options
-    case("ModelConfig", dict(cell="transformer"), r"^cell must be one of lstm, gru, rnn, not 'transformer'$"),
+    case("ModelConfig", dict(cell="transformer"), r"^cell must be one of lstm, gru, rnn, mingru, not 'transformer'$"),
     case("ModelConfig", dict(layers=0), r"^layers must be between 1 and 64, not 0$"),
     case("ModelConfig", dict(hidden=-1), r"^hidden must be between 1 and 65,536, not -1$"),
     case("ModelConfig", dict(dropout=1.0), r"^dropout must be in \[0, 1\), not 1.0$"),
@@ -174,7 +174,7 @@ LIBRARY = [
     case("next_token_probs", (("th\ud800e",), {}), r"the prompt is not valid text: .* \(at character 2\)", ChargenError),
     case("evaluate_text", (("The\udcff cat sat on the mat",), dict(max_words=2)), r"the text to evaluate is not valid text: .* \(at character 3\)", ChargenError),
     # loading and evaluating a checkpoint
-    case("load", dict(precision="fp8"), r"^precision must be one of auto, fp32, bf16, not 'fp8'$"),
+    case("load", dict(precision="fp8"), r"^precision must be one of auto, fp32, bf16, int8, not 'fp8'$"),
     case("evaluate", dict(max_words=2.5), "words must be a whole number, not 2.5"),
     case("evaluate", dict(max_words=2, baseline="yes"), "baseline must be true or false, not 'yes'"),
     # chargen.train: every option it passes on, its own, and the memory a model needs; nothing is created

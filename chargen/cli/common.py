@@ -13,6 +13,7 @@ import click
 from ..version import __version__
 from ..errors import ChargenError, OptionError
 from ..sample import Sampler, load
+from ..step import STEP_PRECISIONS
 
 
 class Group(click.Group):
@@ -90,6 +91,17 @@ def separator_option(function):
         "--separator",
         callback=unescape,
         help="Text put between the files of a corpus; \\n is a newline  [default: \\n, so a text ending in a newline is followed by a blank line]",
+    )(function)
+
+
+def step_precision_option(function):
+    """--precision, as the commands that write text take it."""
+    return click.option(
+        "--precision",
+        type=click.Choice(STEP_PRECISIONS),
+        default="auto",
+        show_default=True,
+        help="How each step computes. auto: bf16 where the CPU has it natively, else fp32; int8: int8 weights, for speed where it has not.",
     )(function)
 
 

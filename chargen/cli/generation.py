@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 
 from ..corpus import read_prompt
-from ..model import PRECISIONS
 from ..sample import Likeliest, SamplingOptions, check_text
-from .common import cli, load_sampler, newest, unescape, writing_stdout
+from .common import cli, load_sampler, newest, step_precision_option, unescape, writing_stdout
 
 
 @cli.command()
@@ -26,7 +25,7 @@ from .common import cli, load_sampler, newest, unescape, writing_stdout
 @click.option("--stop", multiple=True, callback=lambda ctx, param, values: tuple(unescape(ctx, param, v) for v in values),
               help="End the text just before this text (\\n is a newline); may be given several times.")
 @click.option("--logprobs", type=int, default=0, help="Print each token as a JSON line with its log probability and those of the K likeliest.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="auto: bf16 steps where the CPU has it natively.")
+@step_precision_option
 def sample(checkpoint: Path | None, prompt: str, prompt_file: Path | None, precision: str, **options) -> None:
     """Generate text from a trained model; text goes to stdout, messages to stderr.
 
@@ -96,13 +95,15 @@ def predict(text: str, checkpoint: Path | None, k: int, as_json: bool) -> None:
 @click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Checkpoint folder  [default: newest under ./checkpoints/]")
 @click.option("--words", type=int, default=1000, show_default=True, help="Word positions scored for next-word accuracy, spread evenly.")
 @click.option("--baseline", is_flag=True, help="Also score a word trigram counted on the model's training text.")
+@click.option("--dynamic", is_flag=True, help="Also score it by dynamic evaluation: the model learns from each part of the text once it has scored it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: bool, as_json: bool) -> None:
+def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: bool, dynamic: bool, as_json: bool) -> None:
     """Bits per character, perplexity and next-word accuracy on FILE  [default: the checkpoint's validation text].
 
     \b
       chargen eval -c checkpoints/war_and_peace --baseline
       chargen eval other_book.txt --words 5000
+      chargen eval --dynamic
     """
     from rich.console import Console
     from rich.table import Table
@@ -115,7 +116,9 @@ def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: b
         checkpoint = newest()
     from ..info import to_json
 
-    r = run_evaluation(checkpoint, file, words, baseline)
+    from ..dynamic import DynamicOptions
+
+    r = run_evaluation(checkpoint, file, words, baseline, DynamicOptions() if dynamic else None)
     if as_json:
         click.echo(to_json({"checkpoint": str(checkpoint), **r.to_dict()}))
         return
@@ -125,6 +128,8 @@ def evaluate(file: Path | None, checkpoint: Path | None, words: int, baseline: b
     table.add_row(f"perplexity per token ({r.tokens:,} tokens)", f"{r.perplexity:.2f}", *(["-"] if baseline else []))
     table.add_row(f"next word top-1 ({r.words_scored:,} words)", f"{r.top1:.1%}", *([f"{r.baseline_top1:.1%}"] if baseline else []))
     table.add_row("next word top-5", f"{r.top5:.1%}", *([f"{r.baseline_top5:.1%}"] if baseline else []))
+    if dynamic:
+        table.add_row(f"bits per character, dynamic evaluation ({r.dynamic_seconds:,.0f} s; static {r.seconds:,.0f} s)", f"{r.dynamic_bits_per_char:.4f}", *(["-"] if baseline else []))
     Console().print(table)
 
 

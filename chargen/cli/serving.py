@@ -10,8 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import ChargenError, warn
-from ..model import PRECISIONS
-from .common import cli, load_sampler, newest
+from .common import cli, load_sampler, newest, step_precision_option
 
 NEEDS_EXTRA = "chargen serve needs the serve extra: pip install 'chargen[serve]'"
 GRACE_SECONDS = 3  # how long a stop waits for responses under way before it cancels them
@@ -25,7 +24,7 @@ GRACE_SECONDS = 3  # how long a stop waits for responses under way before it can
 @click.option("--api-key", envvar="CHARGEN_API_KEY", help="Ask every /v1 request for Authorization: Bearer KEY  [env: CHARGEN_API_KEY]")
 @click.option("--max-tokens", type=int, default=4096, show_default=True, help="Most characters one choice may ask for.")
 @click.option("--max-streams", type=int, default=256, show_default=True, help="Choices each model writes at once; more wait their turn.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="auto: bf16 steps where the CPU has it natively.")
+@step_precision_option
 def serve(checkpoints: tuple[Path, ...], host: str, port: int, api_key: str | None, max_tokens: int, max_streams: int, precision: str) -> None:
     """Serve models over an OpenAI-compatible HTTP API, with a playground page at /.
 

@@ -7,6 +7,7 @@ import click
 
 from ..config import CorpusOptions, TrainConfig
 from ..corpora import KNOWN as KNOWN_CORPORA
+from ..model import CELLS
 from .common import cli, newest, shown, stderr
 
 
@@ -17,10 +18,11 @@ from .common import cli, newest, shown, stderr
 @click.option("--streams", type=int, default=32, show_default=True, help="Streams in the batched sampling timing.")
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True, help="Lanes of the training timing.")
 @click.option("--seq-len", type=int, default=TrainConfig.seq_len, show_default=True, help="Window of the training timing.")
+@click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True, help="The cell of the 2 × 512 model timed.")
 @click.option("--reference", "reference_seconds", type=float,
               help="Instead of speeds: train the plain reference LSTM (bf16 where the processor has it) on --corpus for this many seconds "
                    "(last 10 % as validation) and print its validation bpc, to set beside `chargen train --max-time`.")
-def bench(corpus: Path | None, steps: int, length: int, streams: int, batch_size: int, seq_len: int, reference_seconds: float | None) -> None:
+def bench(corpus: Path | None, steps: int, length: int, streams: int, batch_size: int, seq_len: int, cell: str, reference_seconds: float | None) -> None:
     """Measure training, sampling and encoding speed next to plain PyTorch, in one run on this machine.
 
     \b
@@ -30,7 +32,7 @@ def bench(corpus: Path | None, steps: int, length: int, streams: int, batch_size
     from rich.console import Console
     from rich.table import Table
 
-    from ..bench import reference_run, run
+    from ..bench import processor, reference_run, run
 
     if reference_seconds is not None:
         r = reference_run(corpus, reference_seconds)
@@ -38,8 +40,8 @@ def bench(corpus: Path | None, steps: int, length: int, streams: int, batch_size
                    f"({r.chars / r.seconds:,.0f} chars/s); validation {r.val_bpc:.4f} bpc")
         return
 
-    table = Table("measure", "chargen", "plain PyTorch", "ratio")
-    for row in run(corpus, steps, length, streams, batch_size, seq_len):
+    table = Table("measure", "chargen", "plain PyTorch", "ratio", title=f"processor: {processor()}")
+    for row in run(corpus, steps, length, streams, batch_size, seq_len, cell):
         reference = "" if row.reference is None else f"{row.reference:,.0f} {row.unit}"
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}×"
         table.add_row(row.measure, f"{row.chargen:,.2f} {row.unit}" if row.unit in ("s", "MB/s") else f"{row.chargen:,.0f} {row.unit}", reference, ratio)
