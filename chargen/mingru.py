@@ -2,11 +2,12 @@
 
     z_t = sigmoid(W_z x_t + b_z)             how much of its candidate each unit takes at t
     c_t = W_c x_t + b_c                      the candidate
-    h_t = (1 - z_t) * h_{t-1} + z_t * c_t    element-wise: the only work left in time
+    a_t = max(1 - z_t, e^-8)                 what it keeps of its state (FLOOR)
+    h_t = a_t * h_{t-1} + z_t * c_t          element-wise: the only work left in time
 
 No product reads the state, so a window's products are one matrix product over all its positions, and
-what is left in time is h_t = a_t * h_{t-1} + b_t, solved a chunk of positions at a time
-(`linear_recurrence`). Generation steps a block one position at a time (`MinGRUBlock.step`) from a state
+what is left in time is h_t = a_t * h_{t-1} + b_t, solved a chunk of positions at a time by running
+sums (`linear_recurrence`). Generation steps a block one position at a time (`MinGRUBlock.step`) from a state
 of one vector per layer, shaped as a GRU's, so the sampler, the word search and the server take it as is.
 
 The recurrence alone is nearly linear in its input, so each block adds what depth needs: above the first
@@ -21,29 +22,31 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CHUNK = 16  # positions solved at once: each chunk builds a (chunk x chunk) matrix of decays per unit
+CHUNK = 8  # positions solved at once; the chunks follow one another
+FLOOR = -8.0  # the least log(1 - z): every unit keeps at least e^-8 of its state per position, so 1 / A fits in float32
 Product = Callable[[nn.Linear, torch.Tensor], torch.Tensor]
 
 
 def linear_recurrence(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
     """h_t = a_t * h_{t-1} + b_t for every t of (B, T, H) inputs, from h0 (B, H), with a = exp(log_a) in (0, 1].
 
-    Within a chunk, h_t = sum_s<=t (a_s+1 ... a_t) b_s + (a_1 ... a_t) h0: the decay from s to t is
-    exp(L_t - L_s) for the running sums L of log_a, at most 1 for s <= t, so nothing overflows.
+    Within a chunk, with A_t = a_1 ... a_t, h_t = A_t * (h0 + sum_s<=t b_s / A_s): two running sums and
+    element-wise products. With each log_a at least FLOOR, 1 / A_s of a chunk is at most e^(-FLOOR * CHUNK) = e^64,
+    inside float32's range; every term is a product, so none loses digits to a difference.
     """
-    outputs, h = [], h0
-    for start in range(0, b.size(1), CHUNK):
-        log_a_chunk, b_chunk = log_a[:, start : start + CHUNK], b[:, start : start + CHUNK]
-        # in float64, as a difference of two long sums in float32 loses the digits of a short one
-        sums = log_a_chunk.double().cumsum(1).transpose(1, 2)  # (B, H, L)
-        steps = sums.size(-1)
-        later = torch.ones(steps, steps, dtype=torch.bool, device=b.device).tril()  # [t, s]: s <= t
-        spans = (sums[..., :, None] - sums[..., None, :]).float()  # [t, s]: the sum of log_a over s+1 ... t
-        decay = spans.masked_fill(~later, float("-inf")).exp()  # (B, H, L, L)
-        chunk = (decay @ b_chunk.transpose(1, 2)[..., None])[..., 0] + sums.exp().float() * h[..., None]  # (B, H, L)
-        h = chunk[..., -1]
-        outputs.append(chunk.transpose(1, 2))
+    log_a, b, h = log_a.float().clamp_min(FLOOR), b.float(), h0.float()
+    outputs = []
+    for log_a_chunk, b_chunk in zip(log_a.split(CHUNK, dim=1), b.split(CHUNK, dim=1)):  # split, not sliced: a slice's gradient fills a whole copy
+        log_products = log_a_chunk.cumsum(1)  # log A_t
+        chunk = log_products.exp() * (h[:, None] + (b_chunk * (-log_products).exp()).cumsum(1))
+        h = chunk[:, -1]
+        outputs.append(chunk)
     return torch.cat(outputs, dim=1)
+
+
+def kept(gate: torch.Tensor) -> torch.Tensor:
+    """log a: log(1 - sigmoid(gate)) = -softplus(gate), exact for any gate, held above FLOOR."""
+    return (-F.softplus(gate)).clamp_min(FLOOR)
 
 
 class MinGRUBlock(nn.Module):
@@ -59,15 +62,13 @@ class MinGRUBlock(nn.Module):
     def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A whole window (B, T, input) from h0 (B, H): the outputs (B, T, H) and the last state (B, H)."""
         gate, candidate = self.project(self.norm(x)).float().chunk(2, dim=-1)
-        # 1 - sigmoid(g) = sigmoid(-g), so log(1 - z) = -softplus(g) and log(z) = -softplus(-g), both exact
-        h = linear_recurrence(-F.softplus(gate), torch.sigmoid(gate) * candidate, h0.float())
+        h = linear_recurrence(kept(gate), torch.sigmoid(gate) * candidate, h0.float())
         return self.outputs(x, h, lambda layer, v: layer(v)), h[:, -1]
 
     def step(self, x: torch.Tensor, h: torch.Tensor, product: Product) -> tuple[torch.Tensor, torch.Tensor]:
         """One position (B, input) from h (B, H): the output and the new state, each product made by product(layer, x)."""
         gate, candidate = product(self.project, self.norm(x)).chunk(2, dim=-1)
-        z = torch.sigmoid(gate)
-        h = h + z * (candidate - h)
+        h = kept(gate).exp() * h + torch.sigmoid(gate) * candidate
         return self.outputs(x, h, product), h
 
     def outputs(self, x: torch.Tensor, h: torch.Tensor, product: Product) -> torch.Tensor:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from chargen.mingru import CHUNK, MinGRU, MinGRUBlock, linear_recurrence
+from chargen.mingru import CHUNK, FLOOR, MinGRU, MinGRUBlock, kept, linear_recurrence
 from chargen.model import LanguageModel, ModelConfig
 
 
@@ -18,11 +18,12 @@ def recurrence_by_steps(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> to
 def test_linear_recurrence_solves_the_loop(length):
     generator = torch.Generator().manual_seed(length)
     gates = torch.randn(2, length, 7, generator=generator) * 6  # from a ~ 1 (remember) to a ~ 0 (forget)
+    gates[..., 0], gates[..., 1] = 20.0, -20.0  # a unit that forgets all it may, and one that keeps all
     b = torch.randn(2, length, 7, generator=generator) * 3
     h0 = torch.randn(2, 7, generator=generator) * 3
-    a = torch.sigmoid(-gates)
-    solved = linear_recurrence(-torch.nn.functional.softplus(gates), b, h0)
-    torch.testing.assert_close(solved, recurrence_by_steps(a, b, h0), rtol=1e-5, atol=1e-5)
+    assert kept(gates).min() == FLOOR  # some units forget as fast as a unit may
+    solved = linear_recurrence(kept(gates), b, h0)
+    torch.testing.assert_close(solved, recurrence_by_steps(kept(gates).exp(), b, h0), rtol=1e-5, atol=1e-5)
 
 
 def test_linear_recurrence_keeps_a_state_through_a_long_window_of_remembering():
