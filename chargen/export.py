@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+import logging
 import os
 import shutil
 import tempfile
@@ -179,7 +179,11 @@ def quantised(graph: bytes) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
         source.write_bytes(graph)
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        logging.disable(logging.WARNING)  # its advice to pre-process first is for image models, to the root logger
+        try:
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
         return target.read_bytes()
 
 
@@ -253,10 +257,10 @@ def export(checkpoint_path: str | Path, out: str | Path, format: str = "onnx", i
         raise ChargenError(NEEDS_EXTRA) from None
     out, runtime = Path(out), None if runtime is None else Path(runtime)
     check_out(out, overwrite)
+    files = runtime_files(runtime) if format == "web" else {}
     ckpt = checkpoint.read(checkpoint_path)
     if format == "web" and ckpt.vocab.kind != "char":
         raise ChargenError(f"the web page writes with character models only, and this is a {ckpt.vocab.kind} model: export it with --format onnx")
-    files = runtime_files(runtime) if format == "web" else {}
     model = ckpt.model.float().eval()
     names = state_names(model)
     with exporting(model.config.cell):
