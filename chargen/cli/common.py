@@ -101,7 +101,8 @@ def step_precision_option(function):
         type=click.Choice(STEP_PRECISIONS),
         default="auto",
         show_default=True,
-        help="How each step computes. auto: bf16 where the CPU has it natively, else fp32; int8: int8 weights, for speed where it has not.",
+        help="How each step computes. auto: one stream with int8 weights, a batch in bf16 where the CPU has it natively, else fp32; "
+             "int8: every step with int8 weights; fp32: exactly the float32 model's figures.",
     )(function)
 
 
