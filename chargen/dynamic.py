@@ -24,7 +24,7 @@ from .state import detach
 class DynamicOptions:
     segment: int = 128  # tokens scored, then learned from, per update: a training window
     lr: float = 5e-4  # step size of each update, in units of a gradient's running RMS
-    decay: float = 3e-2  # fraction of the way back to the trained weights per update
+    decay: float = 3e-3  # fraction of the way back to the trained weights per update
     smoothing: float = 0.99  # how slowly the running mean square of the gradients moves
 
     def __post_init__(self) -> None:
