@@ -21,6 +21,7 @@ from .errors import OptionError
 from .model import LanguageModel, ModelConfig, cpu_has_native_bf16, resolve_precision
 from .progress import TrainingDisplay
 from .sample import MAX_SAMPLES, Sampler
+from .step import has_int8_kernels
 from .state import State
 from .loop import Trainer, bits_per_token, optimizer_step
 from .runtime import Runtime
@@ -102,8 +103,8 @@ def sampling_speed(vocab: Vocab, length: int, streams: int, cell: str = "lstm") 
     sampler = Sampler(model, vocab)
     prompt = "The "
     one = timed(lambda: len(sampler.generate(prompt, length, seed=1)) - len(prompt))
-    int8 = Sampler(model, vocab, precision="int8")
-    one_int8 = timed(lambda: len(int8.generate(prompt, length, seed=1)) - len(prompt))
+    int8 = Sampler(model, vocab, precision="int8") if has_int8_kernels() else None
+    one_int8 = timed(lambda: len(int8.generate(prompt, length, seed=1)) - len(prompt)) if int8 else None
     batch = timed(lambda: sum(len(t) - len(prompt) for t in sampler.generate(prompt, length, seed=1, num_samples=streams)))
 
     @torch.inference_mode()
@@ -159,8 +160,8 @@ def run(
     ours, reference = training_speed(corpus, steps, batch_size, seq_len, cell)
     rows = [
         Row(f"training ({ModelConfig.layers} × {ModelConfig.hidden} {cell}, batch {batch_size} × {seq_len})", ours, reference, "chars/s"),
-        Row(f"sampling, one stream ({resolve_precision('auto')})", sampling["one"], sampling["loop"], "chars/s"),
-        Row("sampling, one stream (--precision int8)", sampling["one_int8"], sampling["loop"], "chars/s"),
+        Row(f"sampling, one stream, {resolve_precision('auto')}", sampling["one"], sampling["loop"], "chars/s"),
+        *([Row("sampling, one stream, int8", sampling["one_int8"], sampling["loop"], "chars/s")] if sampling["one_int8"] else []),
         Row(f"sampling, {streams} streams in one batch", sampling["batch"], sampling["loop"], "chars/s"),
         Row("loaded model to first character", sampling["first"], None, "s"),
     ]

@@ -22,7 +22,7 @@ from .state import detach
 
 @dataclass
 class DynamicOptions:
-    segment: int = 128  # tokens scored, then learned from, per update: a training window
+    segment: int = 128  # tokens (characters, words or subwords) scored, then learned from, per update: a training window
     lr: float = 5e-4  # step size of each update, in units of a gradient's running RMS
     decay: float = 3e-3  # fraction of the way back to the trained weights per update
     smoothing: float = 0.99  # how slowly the running mean square of the gradients moves
@@ -60,4 +60,4 @@ def dynamic_bits(model: LanguageModel, ids: torch.Tensor, options: DynamicOption
                     p.addcdiv_(p.grad, (ms / unbias).sqrt_().add_(1e-8), value=-options.lr)
                 p.add_(p0 - p, alpha=options.decay)
         state = detach(state)
-    return torch.cat(bits)
+    return torch.cat(bits) if bits else torch.zeros(0)  # a text of one token has nothing to predict

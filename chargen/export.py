@@ -250,6 +250,8 @@ def export(checkpoint_path: str | Path, out: str | Path, format: str = "onnx", i
     """Write the checkpoint's graphs, vocabulary and config.json into out (and the page and runtime for web); its config."""
     if format not in FORMATS:
         raise OptionError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+    if runtime is not None and format != "web":
+        raise OptionError("--runtime gives onnxruntime-web's files to a web export: add --format web, or leave it out")
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401

@@ -11,8 +11,8 @@ sums (`linear_recurrence`). Generation steps a block one position at a time (`Mi
 of one vector per layer, shaped as a GRU's, so the sampler, the word search and the server take it as is.
 
 The recurrence alone is nearly linear in its input, so each block adds what depth needs: above the first
-block its input is normalised, a residual connection adds the input where sizes match, and a small
-position-wise MLP (also normalised and residual) puts a nonlinearity between layers.
+block its input is normalised and added back (a residual connection), and a small position-wise MLP (also
+normalised and residual) puts a nonlinearity between layers.
 """
 from __future__ import annotations
 
@@ -50,11 +50,11 @@ def kept(gate: torch.Tensor) -> torch.Tensor:
 
 
 class MinGRUBlock(nn.Module):
-    def __init__(self, input_size: int, hidden_size: int, normalise_input: bool):
+    def __init__(self, input_size: int, hidden_size: int, above_first: bool):
         super().__init__()
-        self.norm = nn.LayerNorm(input_size) if normalise_input else nn.Identity()
+        self.norm = nn.LayerNorm(input_size) if above_first else nn.Identity()
         self.project = nn.Linear(input_size, 2 * hidden_size)  # gate and candidate, side by side
-        self.residual = input_size == hidden_size
+        self.residual = above_first  # not the first block, whose input is the tokens' vectors
         self.mlp_norm = nn.LayerNorm(hidden_size)
         self.mlp_in = nn.Linear(hidden_size, 2 * hidden_size)
         self.mlp_out = nn.Linear(2 * hidden_size, hidden_size)
@@ -85,7 +85,7 @@ class MinGRU(nn.Module):
         assert batch_first, "chargen's layers read (batch, time, features)"
         self.hidden_size = hidden_size
         self.blocks = nn.ModuleList(
-            MinGRUBlock(input_size if i == 0 else hidden_size, hidden_size, normalise_input=i > 0 or not first) for i in range(num_layers)
+            MinGRUBlock(input_size if i == 0 else hidden_size, hidden_size, above_first=i > 0 or not first) for i in range(num_layers)
         )
         self.drop = nn.Dropout(dropout)
 

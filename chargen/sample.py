@@ -358,8 +358,8 @@ class Sampler:
 def load(path: str | Path | None = None, precision: str = "auto") -> Sampler:
     """The best model of a checkpoint folder (default: the newest under ./checkpoints/), ready to generate.
 
-    precision "auto" steps one stream with int8 weights and a batch in bf16 where the processor computes it
-    natively; "fp32" gives the fused float32 layer's figures exactly; "int8" steps every batch with int8 weights.
+    precision "auto" steps in bf16 where the processor computes it natively; "fp32" gives the fused float32
+    layer's figures exactly; "int8" steps with int8 weights, the fastest.
     """
     Stepper.kinds(precision)  # the steps run on the CPU: checked before the checkpoint is read
     ckpt = checkpoint.read(path if path is not None else checkpoint.latest())

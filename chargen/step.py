@@ -13,10 +13,9 @@ layer stay in float32, as under training's bf16 autocast.
 
 With "int8" every matrix product of a step reads int8 weights (a quarter of float32's bytes, one scale
 per output row) and quantises its input on the fly, one scale for the whole batch (PyTorch's dynamic
-quantisation kernels). "auto" steps one stream so wherever the kernels exist: on both kinds of
-processor it was the fastest, at 0.0002 bpc over 50,000 characters (docs/processors.md). A batch's rows
-share a scale, so under "auto" a batch steps as "bf16" or "fp32" do and a row's text does not depend on
-the rows beside it.
+quantisation kernels): on both kinds of processor the fastest, at 0.0002 bpc over 50,000 characters
+(docs/processors.md). It is asked for, never chosen by "auto": a batch's rows share a scale, so a row's
+text would depend on the rows beside it, and a server's batches change with its load.
 """
 from __future__ import annotations
 
@@ -52,13 +51,12 @@ def has_int8_kernels() -> bool:
 
 def int8(weight: torch.Tensor, bias: torch.Tensor) -> Product:
     """x W^T + b with W in int8, one scale per output row, and x quantised per call (dynamic quantisation)."""
-    if not has_int8_kernels():
-        raise OptionError("precision int8 needs PyTorch's quantized kernels, which this build of PyTorch lacks: use fp32")
     scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
     with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao, which is not a dependency
         warnings.simplefilter("ignore")
         quantized = torch.quantize_per_channel(weight.float(), scales, torch.zeros(len(scales), dtype=torch.long), 0, torch.qint8)
         packed = torch.ops.quantized.linear_prepack(quantized, None)
+    bias = bias.detach().clone()
     return lambda x: torch.ops.quantized.linear_dynamic(x, packed, True) + bias
 
 
@@ -97,11 +95,10 @@ class Stepper:
         if precision not in STEP_PRECISIONS:
             raise OptionError(f"precision must be one of {', '.join(STEP_PRECISIONS)}, not {precision!r}")
         if precision == "int8":
+            if not has_int8_kernels():
+                raise OptionError("precision int8 needs PyTorch's quantized kernels, which this build of PyTorch lacks: use fp32")
             return ("int8",)
-        batch = torch.bfloat16 if resolve_precision(precision) == "bf16" else torch.float32
-        if precision == "auto" and has_int8_kernels():
-            return ("int8", batch)
-        return (torch.float16, batch) if batch == torch.bfloat16 else (batch,)
+        return (torch.float16, torch.bfloat16) if resolve_precision(precision) == "bf16" else (torch.float32,)
 
     @torch.inference_mode()
     def step(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:

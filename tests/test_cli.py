@@ -92,7 +92,7 @@ def test_word_model_train_predict_eval(tmp_path, tiny_file):
 def test_bench_reports_every_measure():
     result = run("bench", "--steps", 1, "--length", 8, "--streams", 2)
     assert result.exit_code == 0, result.output
-    for measure in ("training (2 × 512 lstm", "sampling, one stream (", "sampling, one stream (--precision int8)", "sampling, 2 streams", "first character", "processor: "):
+    for measure in ("training (2 × 512 lstm", "sampling, one stream, ", "sampling, one stream, int8", "sampling, 2 streams", "first character", "processor: "):
         assert measure in result.stdout
     assert len(re.findall(r"\d\.\d\d×", result.stdout)) == 4  # a ratio for each measure with a reference
 

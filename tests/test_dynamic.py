@@ -54,6 +54,10 @@ def test_it_learns_from_a_text_that_repeats_and_leaves_the_model_as_it_was():
     assert all(torch.equal(p, weights[name]) for name, p in model.state_dict().items())
 
 
+def test_a_text_of_one_token_has_nothing_to_score():
+    assert dynamic_bits(small_model(), torch.tensor([3])).shape == (0,)
+
+
 @pytest.mark.parametrize("field, value", [("segment", 0), ("lr", -1e-3), ("decay", 1.0), ("smoothing", float("nan"))])
 def test_bad_options_are_refused(field, value):
     with pytest.raises(OptionError, match=field):

@@ -209,6 +209,11 @@ def test_an_unknown_format_is_one_line(tiny, tmp_path):
         exports.export(tiny, tmp_path / "out", format="tflite")
 
 
+def test_runtime_files_without_a_web_export_are_one_line(tiny, tmp_path):
+    assert "--runtime gives onnxruntime-web's files to a web export" in refused("-c", tiny, "--runtime", tmp_path, "--out", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_that_holds_files_is_refused_and_kept(tiny, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

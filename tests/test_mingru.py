@@ -36,7 +36,7 @@ def test_linear_recurrence_keeps_a_state_through_a_long_window_of_remembering():
 @pytest.mark.parametrize("input_size, normalise", [(12, False), (24, True)])
 def test_whole_window_equals_one_step_at_a_time_on_random_inputs_and_states(input_size, normalise):
     torch.manual_seed(0)
-    block = MinGRUBlock(input_size, 24, normalise_input=normalise)
+    block = MinGRUBlock(input_size, 24, above_first=normalise)
     with torch.no_grad():
         for p in block.parameters():
             p.normal_(0, 0.5)  # not the gentle initial weights: gates that forget and gates that remember
