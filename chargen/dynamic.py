@@ -3,8 +3,9 @@
 The text is read in segments, state carried. Each segment is scored first, by the weights as they are,
 and only then learned from: one step on that segment's loss, each gradient divided by the running root
 mean square of its own past gradients (RMSprop, on the evaluated text alone), then every weight pulled
-a little back toward the trained one. So no token is ever predicted by weights that have seen it, and
-the figure stays comparable with the static one: it measures how well a model adapts to what it reads.
+a little back toward the trained one, the harder the larger its gradients. So no token is ever predicted
+by weights that have seen it, and the figure stays comparable with the static one: it measures how well
+a model adapts to what it reads.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from .state import detach
 class DynamicOptions:
     segment: int = 128  # tokens (characters, words or subwords) scored, then learned from, per update: a training window
     lr: float = 5e-4  # step size of each update, in units of a gradient's running RMS
-    decay: float = 3e-3  # fraction of the way back to the trained weights per update
-    smoothing: float = 0.99  # how slowly the running mean square of the gradients moves
+    decay: float = 3e-3  # fraction of the way back to the trained weights per update, for a weight of mean gradient RMS
+    smoothing: float = 0.999  # how slowly the running mean square of the gradients moves
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -41,8 +42,10 @@ def dynamic_bits(model: LanguageModel, ids: torch.Tensor, options: DynamicOption
     """The bits of each token of ids[1:], each segment scored before the model learns from it, in float32 as the
     static figure is; the model given is left as it was."""
     model = copy.deepcopy(model).eval()  # no dropout: it learns from the text, it is not trained on it
-    trained = [p.detach().clone() for p in model.parameters()]
-    mean_squares = [torch.zeros_like(p) for p in trained]
+    params = list(model.parameters())
+    trained = [p.detach().clone() for p in params]
+    mean_squares, rms, away = ([torch.zeros_like(p) for p in params] for _ in range(3))  # reused: no allocation per update
+    count = sum(p.numel() for p in params)
     inputs, targets = ids[:-1], ids[1:]
     bits, state = [], None
     for update, start in enumerate(range(0, len(inputs), options.segment), 1):
@@ -53,11 +56,29 @@ def dynamic_bits(model: LanguageModel, ids: torch.Tensor, options: DynamicOption
         model.zero_grad(set_to_none=True)
         losses.mean().backward()
         with torch.no_grad():
-            unbias = 1 - options.smoothing**update  # the running mean starts at zero
-            for p, p0, ms in zip(model.parameters(), trained, mean_squares):
-                if p.grad is not None:
-                    ms.mul_(options.smoothing).addcmul_(p.grad, p.grad, value=1 - options.smoothing)
-                    p.addcdiv_(p.grad, (ms / unbias).sqrt_().add_(1e-8), value=-options.lr)
-                p.add_(p0 - p, alpha=options.decay)
+            learn(params, trained, mean_squares, rms, away, count, 1 - options.smoothing**update, options)
         state = detach(state)
     return torch.cat(bits) if bits else torch.zeros(0)  # a text of one token has nothing to predict
+
+
+Tensors = list[torch.Tensor]
+
+
+def learn(params: Tensors, trained: Tensors, mean_squares: Tensors, rms: Tensors, away: Tensors, count: int, unbias: float, options: DynamicOptions) -> None:
+    """One update: each gradient over its running RMS, then each weight pulled back toward its trained value, by the
+    decay scaled by its RMS over the mean RMS (Krause et al.'s global prior): weights the text pushes hard are held closer.
+    rms and away are scratch space, one tensor per parameter; count is the number of weights."""
+    total = 0.0
+    for p, ms, r in zip(params, mean_squares, rms):
+        if p.grad is None:  # no gradient in this segment: it neither moves nor is pulled back
+            r.zero_()
+            continue
+        ms.mul_(options.smoothing).addcmul_(p.grad, p.grad, value=1 - options.smoothing)
+        torch.div(ms, unbias, out=r).sqrt_().add_(1e-8)
+        p.addcdiv_(p.grad, r, value=-options.lr)
+        total += r.sum().item()
+    if total == 0:
+        return
+    for p, p0, r, a in zip(params, trained, rms, away):
+        r.mul_(options.decay * count / total).clamp_(max=1.0)  # at most all the way back
+        p.addcmul_(torch.sub(p0, p, out=a), r)
