@@ -7,6 +7,7 @@ no-op over a group of one.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -86,10 +87,13 @@ def setup(device: torch.device) -> Group:
 
 def shutdown(finished: bool = False) -> None:
     """Leave the process group; a run that finished waits for every rank first, so that none tears its connections
-    down while another still uses them (a rank so cut off aborts at exit, and torchrun reports the run failed)."""
+    down while another still uses them. Whatever still holds the group (a DistributedDataParallel in a reference
+    cycle) is collected first, so that gloo's threads stop here and not in the interpreter's teardown, where they
+    abort the process and torchrun reports a finished run as failed."""
     if dist.is_initialized():
         if finished:
             dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
 
 
