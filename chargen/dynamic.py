@@ -42,43 +42,50 @@ def dynamic_bits(model: LanguageModel, ids: torch.Tensor, options: DynamicOption
     """The bits of each token of ids[1:], each segment scored before the model learns from it, in float32 as the
     static figure is; the model given is left as it was."""
     model = copy.deepcopy(model).eval()  # no dropout: it learns from the text, it is not trained on it
-    params = list(model.parameters())
-    trained = [p.detach().clone() for p in params]
-    mean_squares, rms, away = ([torch.zeros_like(p) for p in params] for _ in range(3))  # reused: no allocation per update
-    count = sum(p.numel() for p in params)
+    adaptation = Adaptation(list(model.parameters()), options)
     inputs, targets = ids[:-1], ids[1:]
     bits, state = [], None
-    for update, start in enumerate(range(0, len(inputs), options.segment), 1):
+    for start in range(0, len(inputs), options.segment):
         x, y = inputs[start : start + options.segment], targets[start : start + options.segment]
         logits, state = model(x[None], state)
         losses = F.cross_entropy(logits[0].float(), y, reduction="none")
         bits.append(losses.detach() / math.log(2))
         model.zero_grad(set_to_none=True)
         losses.mean().backward()
-        with torch.no_grad():
-            learn(params, trained, mean_squares, rms, away, count, 1 - options.smoothing**update, options)
+        adaptation.learn()
         state = detach(state)
     return torch.cat(bits) if bits else torch.zeros(0)  # a text of one token has nothing to predict
 
 
-Tensors = list[torch.Tensor]
+class Adaptation:
+    """What dynamic evaluation keeps between updates: the trained weights, each gradient's running mean square,
+    and scratch space, allocated once so that an update allocates nothing."""
 
+    def __init__(self, params: list[torch.Tensor], options: DynamicOptions):
+        self.params, self.options = params, options
+        self.trained = [p.detach().clone() for p in params]
+        self.mean_squares, self.rms, self.away = ([torch.zeros_like(p) for p in params] for _ in range(3))
+        self.count = sum(p.numel() for p in params)
+        self.updates = 0
 
-def learn(params: Tensors, trained: Tensors, mean_squares: Tensors, rms: Tensors, away: Tensors, count: int, unbias: float, options: DynamicOptions) -> None:
-    """One update: each gradient over its running RMS, then each weight pulled back toward its trained value, by the
-    decay scaled by its RMS over the mean RMS (Krause et al.'s global prior): weights the text pushes hard are held closer.
-    rms and away are scratch space, one tensor per parameter; count is the number of weights."""
-    total = 0.0
-    for p, ms, r in zip(params, mean_squares, rms):
-        if p.grad is None:  # no gradient in this segment: it neither moves nor is pulled back
-            r.zero_()
-            continue
-        ms.mul_(options.smoothing).addcmul_(p.grad, p.grad, value=1 - options.smoothing)
-        torch.div(ms, unbias, out=r).sqrt_().add_(1e-8)
-        p.addcdiv_(p.grad, r, value=-options.lr)
-        total += r.sum().item()
-    if total == 0:
-        return
-    for p, p0, r, a in zip(params, trained, rms, away):
-        r.mul_(options.decay * count / total).clamp_(max=1.0)  # at most all the way back
-        p.addcmul_(torch.sub(p0, p, out=a), r)
+    @torch.no_grad()
+    def learn(self) -> None:
+        """One update: each gradient over its running RMS, then each weight pulled back toward its trained value by the
+        decay scaled by its RMS over the mean RMS (Krause et al.'s global prior): weights the text pushes hard are held closer."""
+        options = self.options
+        self.updates += 1
+        unbias = 1 - options.smoothing**self.updates  # the running mean starts at zero
+        total = 0.0
+        for p, ms, r in zip(self.params, self.mean_squares, self.rms):
+            if p.grad is None:  # no gradient in this segment: it neither moves nor is pulled back
+                r.zero_()
+                continue
+            ms.mul_(options.smoothing).addcmul_(p.grad, p.grad, value=1 - options.smoothing)
+            torch.div(ms, unbias, out=r).sqrt_().add_(1e-8)
+            p.addcdiv_(p.grad, r, value=-options.lr)
+            total += r.sum().item()
+        if total == 0:
+            return
+        for p, p0, r, a in zip(self.params, self.trained, self.rms, self.away):
+            r.mul_(options.decay * self.count / total).clamp_(max=1.0)  # at most all the way back
+            p.addcmul_(torch.sub(p0, p, out=a), r)

@@ -76,14 +76,15 @@ def test_eval_reports_dynamic_beside_static(trained):
 
 def test_weights_with_larger_gradients_are_pulled_back_harder():
     """Krause et al.'s global prior: the decay toward the trained weights scales with each weight's gradient RMS, at most all the way."""
-    from chargen.dynamic import learn
+    from chargen.dynamic import Adaptation
 
-    trained = [torch.zeros(4), torch.zeros(4)]
-    params = [torch.ones(4, requires_grad=True), torch.ones(4, requires_grad=True)]
-    params[0].grad, params[1].grad = torch.full((4,), 0.1), torch.full((4,), 10.0)
-    buffers = [[torch.zeros(4) for _ in params] for _ in range(3)]
+    params = [torch.zeros(4, requires_grad=True), torch.zeros(4, requires_grad=True)]  # trained at zero
+    adaptation = Adaptation(params, DynamicOptions(lr=0.0, decay=0.3, smoothing=0.5))
     with torch.no_grad():
-        learn(params, trained, *buffers, count=8, unbias=1.0, options=DynamicOptions(lr=0.0, decay=0.3, smoothing=0.5))
+        for p in params:
+            p.fill_(1.0)  # moved away from the trained value
+    params[0].grad, params[1].grad = torch.full((4,), 0.1), torch.full((4,), 10.0)
+    adaptation.learn()
     quiet, pushed = params[0].detach(), params[1].detach()
     assert torch.all(pushed < quiet) and torch.all(pushed >= 0)  # nearer the trained value, never past it
     torch.testing.assert_close(1 - quiet, torch.full((4,), 0.3 * 0.1 / 5.05), rtol=1e-4, atol=1e-6)  # decay × RMS / mean RMS
