@@ -301,6 +301,7 @@ class Trainer:
                 self.stop()
             elif p.chars_since_eval:  # steps since the last evaluation still deserve one
                 self.validate()
+        self.parallel = self.model  # DistributedDataParallel holds the process group: a finished run lets go of it
         best, last = (math.inf if v is None else v for v in (p.best_val, p.last_val))
         return TrainResult(p.step, self.chars, p.elapsed_s, best, last, reason or "done", self.stop_signal)
 

@@ -278,7 +278,6 @@ def train(
                 trainer.display.log(base.describe(len(data.vocab), freeze))
             describe(trainer, corpus_record.name, keeper)
             result = trainer.run()
-            del trainer  # its DistributedDataParallel holds the process group: let go of it before leaving the group
             distributed.shutdown(finished=True)
             return replace(result, folder=folder)
         finally:
@@ -337,7 +336,6 @@ def resume(
             describe(trainer, corpus_record.name, keeper)
             trainer.display.log(f"resuming at step {trainer.progress.step:,} ({trainer.progress.elapsed_s:.0f} s trained so far)")
             result = trainer.run()
-            del trainer  # its DistributedDataParallel holds the process group: let go of it before leaving the group
             distributed.shutdown(finished=True)
             return replace(result, folder=folder)
         finally:
