@@ -133,17 +133,19 @@ def stop_reason(config: TrainConfig, progress: Progress, epoch: int, elapsed: fl
     return None
 
 
-def validation_due(config: TrainConfig, progress: Progress, group: Group) -> bool:
-    """Every --eval-every steps; by default every EVAL_EVERY, skipping those that would take a --max-time
-    run's validations past VALIDATION_SHARE of its time: each pass over the text and save is time not trained."""
+def validation_due(config: TrainConfig, progress: Progress, group: Group, fraction: float) -> bool:
+    """Every --eval-every steps; by default every EVAL_EVERY, skipping one that the run's last validation would
+    follow within a quarter of that (fraction is how far the run is), and those that would take a --max-time run's
+    validations past VALIDATION_SHARE of its time: each pass over the text and save is time not trained."""
     c, p = config, progress
     if c.eval_every is not None:
         return p.step % c.eval_every == 0
     if p.step % EVAL_EVERY:
         return False
-    if c.max_time is None:
-        return True
-    fits = p.validation_s + p.last_validation_s <= VALIDATION_SHARE * p.elapsed_s
+    steps_left = p.step * (1 - fraction) / fraction if fraction > 0 else math.inf
+    fits = steps_left >= EVAL_EVERY / 4
+    if c.max_time is not None:
+        fits = fits and p.validation_s + p.last_validation_s <= VALIDATION_SHARE * p.elapsed_s
     return group.any([fits])[0]  # ranks' clocks differ: all validate if any may
 
 
@@ -284,7 +286,7 @@ class Trainer:
                 p.epoch, p.window = (epoch + 1, 0) if window + 1 == self.steps_per_epoch else (epoch, window + 1)
                 self.lane_state = None if p.window == 0 else state
                 p.elapsed_s = time.perf_counter() - start
-                if validation_due(self.config, p, self.group):
+                if validation_due(self.config, p, self.group, self.fraction_done(p.elapsed_s)):
                     self.validate()
                 if self.group.is_writer:
                     self.keeper.stepped(self)

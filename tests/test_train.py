@@ -115,6 +115,7 @@ def test_stops_at_max_epochs(tmp_path, tiny_file):
     "limits, share, validated",
     [
         ({"max_steps": 20}, 0.0, [5, 10, 15, 20]),  # no --max-time: every EVAL_EVERY steps
+        ({"max_steps": 21}, 0.0, [5, 10, 15, 21]),  # not at 20: the last validation follows a step later
         ({"max_steps": 20, "max_time": 1e6}, 0.0, [5, 20]),  # the first fits any share; then only the last
         ({"max_steps": 20, "max_time": 1e6}, 1e6, [5, 10, 15, 20]),
         ({"max_steps": 20, "max_time": 1e6, "eval_every": 10}, 0.0, [10, 20]),  # --eval-every is kept as given
@@ -126,7 +127,7 @@ def test_a_time_bound_run_keeps_validation_to_its_share(tmp_path, tiny_file, mon
     chargen.train(tiny_file, tmp_path / "out", quiet=True, **limits, **TINY_OPTIONS)
     records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == validated
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["progress"]["step"] == 20
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["progress"]["step"] == limits["max_steps"]
 
 
 def test_early_stopping_by_patience(tmp_path, tiny_file):
